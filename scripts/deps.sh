@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install iovad's build and test dependencies from Debian 12's archive.
+# Idempotent: apt-get runs only when something is missing.
+set -euo pipefail
+
+pkgs=(
+	build-essential cmake pkg-config
+	libcriterion-dev      # unit and integration tests
+	valgrind              # memcheck pass over the unit tests
+	libevent-dev          # daemon event loop
+	liburing-dev          # daemon data path
+	libibverbs-dev        # rxe backend
+	libsystemd-dev        # sd_notify, socket activation
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+	echo "deps: all ${#pkgs[@]} packages present"
+	exit 0
+fi
+echo "deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

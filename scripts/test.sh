@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The README's test command: install dependencies, build, and pass every test.
+#
+#   scripts/test.sh            all of it: release + ASan/UBSan builds, ctest in
+#                              both, then the unit tests again under valgrind
+#   scripts/test.sh release    one configuration only (also: asan, valgrind)
+#
+# IOVAD_TEST_SEED=N reproduces a randomized differential test run.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+what=${1:-all}
+passed=0
+failed=0
+
+"$root/scripts/deps.sh" || exit 1
+
+run_ctest() { # $1 = configuration
+	local dir="$root/build/$1" n
+	echo "== $1: build"
+	if ! "$root/scripts/build.sh" "$1"; then
+		echo "== $1: BUILD FAILED"
+		failed=$((failed + 1))
+		return
+	fi
+	n=$(ctest --test-dir "$dir" -N | sed -n 's/^Total Tests: //p')
+	echo "== $1: ctest ($n tests)"
+	if ctest --test-dir "$dir" --output-on-failure --timeout 900; then
+		passed=$((passed + n))
+	else
+		# Count what failed from ctest's own record.
+		local f
+		f=$(grep -c . "$dir/Testing/Temporary/LastTestsFailed.log" 2>/dev/null || echo "$n")
+		failed=$((failed + f))
+		passed=$((passed + n - f))
+	fi
+}
+
+run_valgrind() {
+	# Criterion runs every test in a forked worker and ignores a worker's
+	# valgrind exit code, so each process logs to its own file and any
+	# non-zero ERROR SUMMARY (memory errors and definite leaks) fails the run.
+	local dir="$root/build/release/tests/unit" t logs bad
+	[ -x "$dir/test_domain" ] || "$root/scripts/build.sh" release || { failed=$((failed + 1)); return; }
+	logs=$(mktemp -d /tmp/iovad-valgrind.XXXXXX)
+	for t in "$dir"/test_*; do
+		[ -x "$t" ] || continue
+		echo "== valgrind: $(basename "$t")"
+		valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			--trace-children=yes --log-file="$logs/$(basename "$t").%p.log" "$t" --jobs 2
+		local rc=$?
+		bad=$(grep -l "ERROR SUMMARY: [1-9]" "$logs/$(basename "$t")".*.log 2>/dev/null || true)
+		if [ "$rc" -eq 0 ] && [ -z "$bad" ]; then
+			passed=$((passed + 1))
+		else
+			echo "== valgrind: $(basename "$t") FAILED (exit $rc)"
+			for f in $bad; do cat "$f"; done
+			failed=$((failed + 1))
+		fi
+	done
+	rm -rf "$logs"
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
+case "$what" in
+all) run_ctest release; run_ctest asan; run_valgrind ;;
+release | asan) run_ctest "$what" ;;
+valgrind) run_valgrind ;;
+*) echo "usage: $0 [all|release|asan|valgrind]" >&2; exit 2 ;;
+esac
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
