@@ -34,6 +34,7 @@ struct pmem_obj {
 	int fd;           /* owned (a dup of what the caller gave) */
 	uint64_t fd_off;  /* offset of byte 0 inside fd */
 	uint8_t *va;      /* engine's shared mapping of the whole object */
+	void *priv;       /* the owner's; the engine never touches it */
 };
 
 struct pmem_stats {

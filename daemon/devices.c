@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: MIT
+/*
+ * devices.c - the device table: every device the daemon offers, each on its
+ * own domain of the engine, and the flush-queue timers of lazy domains.
+ *
+ * Without a configuration the daemon offers the issue's default set:
+ *   sim0        translating, 4 KiB, 64-bit mask, trusted, coherent, strict
+ *   sim-lazy0   as sim0, lazy flushing
+ *   sim32       as sim0, 32-bit mask
+ *   untrusted0  as sim0, untrusted: unaligned heads and tails are bounced
+ *   identity0   identity domain
+ *   sim64k0     as sim0, 64 KiB granule
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct dev_spec {
+	const char *name;
+	struct dom_config dom;
+	struct dom_device_config dev;
+};
+
+static const struct dev_spec default_devices[] = {
+	{ "sim0", { 0 }, { 0 } },
+	{ "sim-lazy0", { .flush = DOM_FLUSH_LAZY }, { 0 } },
+	{ "sim32", { 0 }, { .dma_mask_bits = 32 } },
+	{ "untrusted0", { 0 }, { .untrusted = true } },
+	{ "identity0", { .type = DOM_IDENTITY }, { 0 } },
+	{ "sim64k0", { .granule_shift = 16 }, { 0 } },
+};
+
+struct fq_timer_arg {
+	struct dev_table *t;
+	uint32_t dom;
+};
+
+static void fq_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fq_timer_arg *a = arg;
+
+	(void)fd;
+	(void)what;
+	dom_fq_poll(a->t->doms[a->dom]);
+	devices_fq_arm(a->t, a->dom);
+}
+
+void devices_fq_arm(struct dev_table *t, uint32_t dom_index)
+{
+	struct dom_domain *d = t->doms[dom_index];
+	uint64_t deadline = dom_fq_deadline(d), now;
+	struct timeval tv = { 0 };
+
+	if (!t->fq_timers[dom_index])
+		return;
+	if (!deadline) {
+		event_del(t->fq_timers[dom_index]);
+		return;
+	}
+	now = now_ns();
+	if (deadline > now) {
+		uint64_t dt = deadline - now;
+
+		tv.tv_sec = (time_t)(dt / 1000000000u);
+		tv.tv_usec = (suseconds_t)(dt % 1000000000u / 1000u);
+	}
+	event_add(t->fq_timers[dom_index], &tv);
+}
+
+static uint32_t flags_of(const struct dev_spec *s)
+{
+	uint32_t f = 0;
+
+	if (s->dom.type == DOM_IDENTITY)
+		f |= PROTO_DEV_IDENTITY;
+	if (s->dev.untrusted)
+		f |= PROTO_DEV_UNTRUSTED;
+	if (s->dev.non_coherent)
+		f |= PROTO_DEV_NON_COHERENT;
+	if (s->dom.flush == DOM_FLUSH_LAZY)
+		f |= PROTO_DEV_LAZY;
+	if (s->dom.visibility == DOM_VISIBLE_ON_LINK)
+		f |= PROTO_DEV_VISIBLE_ON_LINK;
+	return f;
+}
+
+int devices_init_default(struct dev_table *t, struct event_base *base)
+{
+	const uint32_t n = sizeof(default_devices) / sizeof(default_devices[0]);
+	int r;
+
+	memset(t, 0, sizeof(*t));
+	t->base = base;
+	r = pmem_space_init(&t->pmem);
+	if (r)
+		return r;
+	t->doms = calloc(n, sizeof(*t->doms));
+	t->devs = calloc(n, sizeof(*t->devs));
+	t->fq_timers = calloc(n, sizeof(*t->fq_timers));
+	if (!t->doms || !t->devs || !t->fq_timers) {
+		r = -ENOMEM;
+		goto err;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const struct dev_spec *s = &default_devices[i];
+		struct dev_entry *e = &t->devs[i];
+		struct dom_device_config dc = s->dev;
+
+		r = dom_domain_create(&t->pmem, &s->dom, &t->doms[i]);
+		if (r)
+			goto err;
+		t->ndoms++;
+		dc.name = s->name;
+		r = dom_device_create(t->doms[i], &dc, &e->dev);
+		if (r)
+			goto err;
+		t->ndevs++;
+		snprintf(e->name, sizeof(e->name), "%s", s->name);
+		e->index = i;
+		e->dom_index = i;
+		e->dom = t->doms[i];
+		e->flags = flags_of(s);
+		if (s->dom.flush == DOM_FLUSH_LAZY) {
+			struct fq_timer_arg *a = malloc(sizeof(*a));
+
+			if (!a) {
+				r = -ENOMEM;
+				goto err;
+			}
+			a->t = t;
+			a->dom = i;
+			t->fq_timers[i] = evtimer_new(base, fq_timer_cb, a);
+			if (!t->fq_timers[i]) {
+				free(a);
+				r = -ENOMEM;
+				goto err;
+			}
+		}
+	}
+	return 0;
+err:
+	devices_fini(t);
+	return r;
+}
+
+void devices_fini(struct dev_table *t)
+{
+	for (uint32_t i = 0; i < t->ndevs; i++)
+		dom_device_destroy(t->devs[i].dev);
+	for (uint32_t i = 0; t->fq_timers && i < t->ndoms; i++) {
+		if (t->fq_timers[i]) {
+			free(event_get_callback_arg(t->fq_timers[i]));
+			event_free(t->fq_timers[i]);
+		}
+	}
+	for (uint32_t i = 0; i < t->ndoms; i++)
+		dom_domain_destroy(t->doms[i]);
+	pmem_space_fini(&t->pmem);
+	free(t->doms);
+	free(t->devs);
+	free(t->fq_timers);
+	memset(t, 0, sizeof(*t));
+}
+
+struct dev_entry *devices_find(struct dev_table *t, const char *name)
+{
+	for (uint32_t i = 0; i < t->ndevs; i++)
+		if (!strcmp(t->devs[i].name, name))
+			return &t->devs[i];
+	return NULL;
+}
+
+void devices_stats(const struct dev_entry *e, struct proto_dev_stats *ret)
+{
+	struct dom_stats s;
+
+	dom_domain_stats(e->dom, &s);
+	*ret = (struct proto_dev_stats){
+		.iova_allocs = s.iova_allocs,
+		.iova_frees = s.iova_frees,
+		.links = s.links,
+		.unlinks = s.unlinks,
+		.syncs = s.syncs,
+		.iotlb_flushes = s.iotlb_flushes,
+		.bounced_bytes = s.bounced_bytes,
+		.io_page_faults = s.io_page_faults,
+		.map_phys = s.map_phys,
+		.unmap_phys = s.unmap_phys,
+		.dma_reads = s.dma_reads,
+		.dma_writes = s.dma_writes,
+		.dma_bytes = s.dma_bytes,
+		.free_busy = s.free_busy,
+		.mapped_bytes = s.mapped_bytes,
+		.table_bytes = s.table_bytes,
+	};
+}

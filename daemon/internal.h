@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - the iovad daemon's modules and how they fit.
+ *
+ *   main.c     options, start-up in order, signals, shut-down in reverse
+ *   log.c      stderr with sd-daemon <N> priority prefixes
+ *   devices.c  the device table: domains and devices of the domain engine
+ *   server.c   listening sockets (own and socket-activated), connections,
+ *              framing, backpressure; the epoll transport (libevent)
+ *   uring.c    the io_uring transport (batched recvmsg/sendmsg)
+ *   session.c  one per connection: credentials, limits, the client's
+ *              devices, memory, IOVA states and mappings; request dispatch
+ *              into the domain engine; teardown on disconnect
+ *
+ * Data moves one way: transport (bytes, fds) -> server (frames) -> session
+ * (decoded requests) -> domain engine, and the reply comes back the same
+ * way. The transport knows frames, not IOVAs; the engine knows nothing of
+ * sockets or clients. Everything runs on one libevent loop thread.
+ */
+#ifndef IOVAD_DAEMON_INTERNAL_H
+#define IOVAD_DAEMON_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "domain.h"
+#include "proto.h"
+
+struct event_base;
+struct event;
+struct evbuffer;
+struct bufferevent;
+struct evconnlistener;
+
+/* ---- log.c --------------------------------------------------------------- */
+
+enum log_level { LOG_ERR_ = 3, LOG_WARN_ = 4, LOG_NOTICE_ = 5, LOG_INFO_ = 6, LOG_DEBUG_ = 7 };
+
+void log_set_level(int level);
+int log_get_level(void);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_err(...)    log_msg(LOG_ERR_, __VA_ARGS__)
+#define log_warn(...)   log_msg(LOG_WARN_, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_NOTICE_, __VA_ARGS__)
+#define log_info(...)   log_msg(LOG_INFO_, __VA_ARGS__)
+#define log_debug(...)  log_msg(LOG_DEBUG_, __VA_ARGS__)
+
+/* ---- devices.c ------------------------------------------------------------- */
+
+struct dev_entry {
+	char name[PROTO_DEV_NAME_MAX];
+	uint32_t index;          /* in the device table */
+	uint32_t dom_index;      /* in the domain table */
+	uint32_t flags;          /* PROTO_DEV_* */
+	struct dom_device *dev;
+	struct dom_domain *dom;
+};
+
+struct dev_table {
+	struct pmem_space pmem;
+	struct dom_domain **doms;
+	uint32_t ndoms;
+	struct dev_entry *devs;
+	uint32_t ndevs;
+	struct event **fq_timers; /* one per domain, for lazy flush queues */
+	struct event_base *base;
+};
+
+int devices_init_default(struct dev_table *t, struct event_base *base);
+void devices_fini(struct dev_table *t);
+struct dev_entry *devices_find(struct dev_table *t, const char *name);
+/* Re-arm the flush-queue timer of a lazy domain after its queue changed. */
+void devices_fq_arm(struct dev_table *t, uint32_t dom_index);
+void devices_stats(const struct dev_entry *e, struct proto_dev_stats *ret);
+
+/* ---- limits and policy ------------------------------------------------------ */
+
+struct limits {
+	uint32_t max_mems;        /* memory objects per client */
+	uint64_t max_mem_bytes;   /* bytes registered per client */
+	uint32_t max_states;      /* live IOVA states per client */
+	uint32_t max_maps;        /* live streaming mappings per client */
+	uint32_t max_links;       /* link records per client */
+	uint32_t max_devs;        /* devices open per connection */
+	uint32_t max_inflight;    /* requests read ahead of their replies */
+	uint32_t max_frame;
+	uint32_t max_batch;
+	uint32_t max_fds;         /* received fds not yet claimed by MEM_IMPORT */
+	size_t out_high;          /* stop reading above this many unsent reply bytes */
+	size_t out_low;           /* resume below this */
+};
+
+struct policy {
+	uid_t self_uid;
+	gid_t sock_gid;           /* members of the socket's group are allowed */
+	bool sock_gid_valid;
+};
+
+/* ---- server.c -------------------------------------------------------------- */
+
+enum io_backend { IO_EPOLL = 1, IO_URING = 2 };
+
+struct srv_stats {
+	uint64_t sessions_total;
+	uint64_t frames_in;
+	uint64_t frames_bad;
+	uint64_t teardowns;
+	uint64_t leaked_states;
+	uint64_t leaked_maps;
+	uint64_t leaked_mems;
+	uint64_t denied;
+};
+
+struct conn;
+struct session;
+
+struct srv {
+	struct event_base *base;
+	struct dev_table devices;
+	struct limits lim;
+	struct policy pol;
+	enum io_backend io;
+	struct evconnlistener **listeners;
+	uint32_t nlisteners;
+	char *own_socket_path;     /* unlinked at exit */
+	struct conn *conns;        /* list */
+	uint32_t nconns;
+	uint64_t next_session_id;
+	uint64_t start_ns;
+	struct srv_stats stats;
+	struct uring_io *uring;    /* when io == IO_URING */
+	uint8_t *scratch;          /* PROTO_FRAME_MAX bytes for building replies */
+	bool stopping;
+};
+
+int srv_listen_path(struct srv *s, const char *path);
+int srv_adopt_inherited(struct srv *s);
+void srv_stop_listening(struct srv *s);
+void srv_close_all(struct srv *s);
+uint64_t now_ns(void);
+
+/* A connection: owned by server.c, its bytes moved by one transport. */
+struct conn {
+	struct srv *srv;
+	int fd;
+	struct session *sess;
+	struct evbuffer *in;       /* bytes received, not yet framed */
+	struct evbuffer *out;      /* replies not yet sent */
+	int *fds;                  /* received fds waiting for MEM_IMPORT */
+	uint32_t nfds;
+	bool dead;                 /* close once output is flushed (or at once) */
+	struct event *resume;      /* re-runs conn_input after yielding to others */
+	bool read_paused;
+	struct conn *next, *prev;
+	/* epoll transport */
+	struct event *rev;
+	struct bufferevent *bev;
+	/* io_uring transport */
+	void *uring_priv;
+};
+
+/* Called by a transport: bytes (and fds) arrived; frame and dispatch them. */
+void conn_input(struct conn *c);
+/* Called by a transport when replies drained to the low-water mark (may free c). */
+void conn_output_drained(struct conn *c);
+/* Called by a transport when the peer closed or the socket failed. */
+void conn_closed(struct conn *c, int err);
+/* Transport hooks (set by the selected backend). */
+struct transport_ops {
+	int (*attach)(struct conn *c);      /* start I/O on c->fd */
+	void (*kick_write)(struct conn *c); /* c->out has new bytes */
+	void (*pause_read)(struct conn *c, bool pause);
+	void (*detach)(struct conn *c);     /* stop I/O; fd closed by the caller */
+};
+extern const struct transport_ops epoll_transport;
+extern const struct transport_ops uring_transport;
+const struct transport_ops *srv_transport(const struct srv *s);
+/* Take one received fd (-1 if none). */
+int conn_take_fd(struct conn *c);
+/* Store fds that arrived with a recvmsg; closes extras above the limit. Return: kept. */
+int conn_add_fds(struct conn *c, const int *fds, int n);
+
+/* ---- uring.c ----------------------------------------------------------------- */
+
+struct uring_io;
+/* Return: 0, or -errno when io_uring is unavailable (the caller falls back). */
+int uring_io_init(struct srv *s);
+void uring_io_fini(struct srv *s);
+
+/* ---- session.c ----------------------------------------------------------------- */
+
+struct session *session_new(struct srv *s, struct conn *c, pid_t pid, uid_t uid, gid_t gid);
+/* Tear everything down, log the leak report. NULL-safe. */
+void session_free(struct session *sess);
+/* Handle one complete frame; replies are appended to the connection's output. */
+void session_frame(struct session *sess, const uint8_t *frame, size_t len);
+uint64_t session_id(const struct session *sess);
+bool session_hello_done(const struct session *sess);
+/* For LIST_CLIENTS. */
+void session_entry(const struct session *sess, struct proto_client_entry *ret);
+
+#endif /* IOVAD_DAEMON_INTERNAL_H */

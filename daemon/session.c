@@ -1,0 +1,1085 @@
+// SPDX-License-Identifier: MIT
+/*
+ * session.c - one client: its devices, memory, IOVA states and streaming
+ * mappings, the dispatch of its requests into the domain engine, and the
+ * teardown when it goes away.
+ *
+ * Isolation: a client names a state by (device, IOVA) and a mapping by
+ * (device, dma address), exactly as the kernel does, and the daemon looks
+ * both up in this session only: another client's IOVA is "no such state"
+ * (-ENOENT) and the engine is never called with it. Every phys a client
+ * links or maps must lie inside one of its own live memory objects
+ * (-EFAULT otherwise), and device DMA is only allowed inside its own states
+ * and mappings (-EACCES).
+ *
+ * Memory objects are pinned by the link records and mappings that point
+ * into them: MEM_FREE drops the handle at once, the memory itself goes when
+ * its last mapping does, so the device can never reach freed memory.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct sess_mem {
+	struct session *sess;
+	uint32_t handle;        /* 1-based slot; 0 once the client freed it */
+	uint32_t pins;          /* link records and mappings into it */
+	struct pmem_obj *obj;
+};
+
+struct link_rec {
+	uint64_t off;           /* from the state's addr */
+	uint64_t size;
+	uint64_t phys;
+	struct sess_mem *mem;
+};
+
+struct sess_state {
+	uint32_t dom;           /* key: domain index, then base */
+	uint32_t dev;           /* device table index it was allocated on */
+	uint64_t base;          /* addr rounded down to the granule */
+	uint64_t span;          /* bytes of IOVA from base */
+	struct dma_iova_state st;
+	uint64_t linked;        /* bytes in link records */
+	struct link_rec *links;
+	uint32_t nlinks, cap;
+};
+
+struct sess_map {
+	uint32_t dom;           /* key: domain index, then base */
+	uint32_t dev;
+	uint64_t base;          /* dma rounded down to the granule */
+	uint64_t span;
+	uint64_t dma;
+	uint64_t size;
+	struct sess_mem *mem;   /* NULL on an identity domain's map of... never: always set */
+};
+
+/* A vector of elements sorted by (dom, base), each starting with those two keys. */
+struct svec {
+	uint8_t *v;
+	uint32_t n, cap;
+	size_t esz;
+};
+
+struct session {
+	struct srv *srv;
+	struct conn *conn;
+	uint64_t id;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	struct proto_limits plim;   /* negotiated; version 0 until HELLO */
+	uint32_t max_frame;
+	struct dev_entry *devs[64]; /* handle - 1 -> device; NULL when closed */
+	struct sess_mem **mems;     /* handle - 1 -> mem; NULL when free */
+	uint32_t nmem_slots;
+	uint32_t nmems;
+	uint64_t mem_bytes;
+	struct svec states;         /* struct sess_state */
+	struct svec maps;           /* struct sess_map */
+	uint32_t nlinks;            /* link records over all states */
+	uint64_t requests;
+	uint32_t pinned_orphans;    /* freed by the client, still pinned */
+};
+
+/* ==== sorted vectors ===================================================== */
+
+struct skey {
+	uint32_t dom;
+	uint32_t dev;
+	uint64_t base;
+};
+
+static inline const struct skey *key_at(const struct svec *s, uint32_t i)
+{
+	return (const struct skey *)(s->v + (size_t)i * s->esz);
+}
+
+static inline void *elem(const struct svec *s, uint32_t i)
+{
+	return s->v + (size_t)i * s->esz;
+}
+
+/* First index whose key is >= (dom, base). */
+static uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base)
+{
+	uint32_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct skey *k = key_at(s, mid);
+
+		if (k->dom < dom || (k->dom == dom && k->base < base))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
+{
+	uint32_t i;
+
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 16;
+		uint8_t *n = realloc(s->v, (size_t)cap * s->esz);
+
+		if (!n)
+			return NULL;
+		s->v = n;
+		s->cap = cap;
+	}
+	i = svec_lower(s, dom, base);
+	memmove(elem(s, i + 1), elem(s, i), (size_t)(s->n - i) * s->esz);
+	s->n++;
+	memset(elem(s, i), 0, s->esz);
+	return elem(s, i);
+}
+
+static void svec_remove(struct svec *s, void *e)
+{
+	uint32_t i = (uint32_t)(((uint8_t *)e - s->v) / s->esz);
+
+	memmove(elem(s, i), elem(s, i + 1), (size_t)(s->n - i - 1) * s->esz);
+	s->n--;
+}
+
+/* The element with exactly (dom, base), or NULL. */
+static void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
+{
+	uint32_t i = svec_lower(s, dom, base);
+
+	if (i < s->n && key_at(s, i)->dom == dom && key_at(s, i)->base == base)
+		return elem(s, i);
+	return NULL;
+}
+
+/* The element whose [base, base + span) holds [iova, iova + len), or NULL. */
+static void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
+			     size_t span_off)
+{
+	uint32_t i = svec_lower(s, dom, iova + 1);
+	const struct skey *k;
+	uint64_t span;
+
+	if (i == 0)
+		return NULL;
+	k = key_at(s, i - 1);
+	if (k->dom != dom)
+		return NULL;
+	memcpy(&span, (const uint8_t *)k + span_off, sizeof(span));
+	if (iova - k->base >= span || len > span - (iova - k->base))
+		return NULL;
+	return elem(s, i - 1);
+}
+
+/* ==== replies ============================================================== */
+
+static uint8_t *scratch(struct session *s)
+{
+	return s->srv->scratch;
+}
+
+/* Append a reply: header, then body (status first). */
+static void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
+		  size_t len)
+{
+	struct proto_hdr h;
+	uint16_t version = s->plim.version ? s->plim.version : PROTO_VERSION;
+
+	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), req->hdr.id);
+	evbuffer_add(s->conn->out, &h, sizeof(h));
+	if (len)
+		evbuffer_add(s->conn->out, body, len);
+}
+
+static void reply_status(struct session *s, const struct proto_req *req, int status)
+{
+	struct proto_status st = { .status = status };
+
+	reply(s, req, req->hdr.type | PROTO_RPY, &st, sizeof(st));
+}
+
+/* ==== memory objects ======================================================== */
+
+static void mem_release(struct session *s, struct sess_mem *m)
+{
+	s->mem_bytes -= m->obj->size;
+	s->nmems--;
+	if (!m->handle)
+		s->pinned_orphans--;
+	pmem_obj_destroy(&s->srv->devices.pmem, m->obj);
+	free(m);
+}
+
+static void mem_unpin(struct session *s, struct sess_mem *m)
+{
+	if (--m->pins == 0 && !m->handle)
+		mem_release(s, m);
+}
+
+/* The live memory object of this client holding [phys, phys + size), or NULL. */
+static struct sess_mem *mem_of_range(struct session *s, uint64_t phys, uint64_t size)
+{
+	struct pmem_obj *o = pmem_find(&s->srv->devices.pmem, phys);
+	struct sess_mem *m;
+
+	if (!o || !o->priv)
+		return NULL;
+	m = o->priv;
+	if (m->sess != s || !m->handle)
+		return NULL;
+	if (!size || size > o->size - (phys - o->phys))
+		return NULL;
+	return m;
+}
+
+static struct sess_mem *mem_by_handle(struct session *s, uint32_t h)
+{
+	if (h == 0 || h > s->nmem_slots)
+		return NULL;
+	return s->mems[h - 1];
+}
+
+static int handle_mem_import(struct session *s, const struct proto_req *req)
+{
+	const struct proto_mem_import *mi = &req->u.mem_import;
+	struct proto_mem_import_rpy rpy = { 0 };
+	struct sess_mem *m;
+	uint32_t slot;
+	int fd = conn_take_fd(s->conn), r;
+
+	if (fd < 0)
+		return -EBADF;
+	if (s->nmems >= s->srv->lim.max_mems || mi->size > s->srv->lim.max_mem_bytes ||
+	    s->mem_bytes > s->srv->lim.max_mem_bytes - mi->size) {
+		r = -EDQUOT;
+		goto out_close;
+	}
+	for (slot = 0; slot < s->nmem_slots && s->mems[slot]; slot++)
+		;
+	if (slot == s->nmem_slots) {
+		uint32_t n = s->nmem_slots ? s->nmem_slots * 2 : 16;
+		struct sess_mem **nm = realloc(s->mems, n * sizeof(*nm));
+
+		if (!nm) {
+			r = -ENOMEM;
+			goto out_close;
+		}
+		memset(nm + s->nmem_slots, 0, (n - s->nmem_slots) * sizeof(*nm));
+		s->mems = nm;
+		s->nmem_slots = n;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		r = -ENOMEM;
+		goto out_close;
+	}
+	r = pmem_obj_import(&s->srv->devices.pmem, fd, mi->offset, mi->size, &m->obj);
+	if (r) {
+		free(m);
+		/* A bad or unmappable fd is the client's -EBADF; a bad range its -EINVAL. */
+		if (r == -ENODEV || r == -EACCES)
+			r = -EBADF;
+		goto out_close;
+	}
+	m->sess = s;
+	m->handle = slot + 1;
+	m->obj->priv = m;
+	s->mems[slot] = m;
+	s->nmems++;
+	s->mem_bytes += m->obj->size;
+	rpy.mem = m->handle;
+	rpy.phys = m->obj->phys;
+	rpy.size = m->obj->size;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	r = 0;
+out_close:
+	close(fd); /* pmem keeps its own duplicate */
+	return r;
+}
+
+static int handle_mem_free(struct session *s, const struct proto_req *req)
+{
+	struct sess_mem *m = mem_by_handle(s, req->u.mem_ref.mem);
+
+	if (!m)
+		return -EBADF;
+	s->mems[m->handle - 1] = NULL;
+	m->handle = 0;
+	if (m->pins)
+		s->pinned_orphans++;
+	else
+		mem_release(s, m);
+	reply_status(s, req, 0);
+	return 0;
+}
+
+/* ==== devices ================================================================= */
+
+static struct dev_entry *dev_by_handle(struct session *s, uint32_t h)
+{
+	if (h == 0 || h > sizeof(s->devs) / sizeof(s->devs[0]))
+		return NULL;
+	return s->devs[h - 1];
+}
+
+static int handle_dev_open(struct session *s, const struct proto_req *req)
+{
+	struct dev_entry *e = devices_find(&s->srv->devices, req->u.dev_open.name);
+	struct proto_dev_open_rpy rpy = { 0 };
+	uint32_t i, n = sizeof(s->devs) / sizeof(s->devs[0]);
+
+	if (!e)
+		return -ENODEV;
+	for (i = 0; i < n && s->devs[i]; i++)
+		;
+	if (i == n)
+		return -EMFILE;
+	s->devs[i] = e;
+	rpy.dev = i + 1;
+	rpy.flags = e->flags;
+	rpy.merge_boundary = dma_get_merge_boundary(e->dev);
+	rpy.dma_mask = e->dev->dma_mask;
+	rpy.granule_shift = e->dom->cfg.type == DOM_IDENTITY ? 0 : e->dom->cfg.granule_shift;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+/*
+ * Closing a handle does not tear down what was mapped through it: states and
+ * mappings belong to the session and stay reachable through another handle
+ * of the same device, as a driver's mappings outlive a file descriptor.
+ */
+static int handle_dev_close(struct session *s, const struct proto_req *req)
+{
+	uint32_t h = req->u.dev_ref.dev;
+
+	if (!dev_by_handle(s, h))
+		return -EBADF;
+	s->devs[h - 1] = NULL;
+	reply_status(s, req, 0);
+	return 0;
+}
+
+static int handle_dev_stats(struct session *s, const struct proto_req *req)
+{
+	struct dev_entry *e = dev_by_handle(s, req->u.dev_ref.dev);
+	struct proto_dev_stats_rpy rpy = { 0 };
+
+	if (!e)
+		return -EBADF;
+	devices_stats(e, &rpy.stats);
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+/* ==== IOVA states ================================================================ */
+
+static uint64_t granule_mask(const struct dev_entry *e)
+{
+	return e->dom->granule - 1;
+}
+
+static struct sess_state *state_find(struct session *s, const struct dev_entry *e, uint64_t addr)
+{
+	struct sess_state *st = svec_find(&s->states, e->dom_index, addr & ~granule_mask(e));
+
+	return st && st->st.addr == addr ? st : NULL;
+}
+
+static int handle_iova_alloc(struct session *s, const struct proto_req *req)
+{
+	const struct proto_iova_alloc *a = &req->u.iova_alloc;
+	struct dev_entry *e = dev_by_handle(s, a->dev);
+	struct proto_iova_alloc_rpy rpy = { 0 };
+	struct dma_iova_state st;
+	struct sess_state *ss;
+	uint64_t pad;
+
+	if (!e)
+		return -EBADF;
+	if (e->dom->cfg.type == DOM_IDENTITY)
+		return -EOPNOTSUPP;
+	if (!a->size || (a->size & DMA_IOVA_USE_SWIOTLB))
+		return -EINVAL;
+	if (s->states.n >= s->srv->lim.max_states)
+		return -EDQUOT;
+	if (!dma_iova_try_alloc(e->dev, &st, a->phys, a->size))
+		return -ENOSPC;
+	pad = st.addr & granule_mask(e);
+	ss = svec_insert(&s->states, e->dom_index, st.addr - pad);
+	if (!ss) {
+		(void)dma_iova_free(e->dev, &st);
+		return -ENOMEM;
+	}
+	ss->dom = e->dom_index;
+	ss->dev = e->index;
+	ss->base = st.addr - pad;
+	ss->span = (a->size + pad + granule_mask(e)) & ~granule_mask(e);
+	ss->st = st;
+	rpy.addr = st.addr;
+	rpy.size = st.__size;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, uint64_t size,
+			uint64_t phys, struct sess_mem *m)
+{
+	if (ss->nlinks == ss->cap) {
+		uint32_t cap = ss->cap ? ss->cap * 2 : 4;
+		struct link_rec *n = realloc(ss->links, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		ss->links = n;
+		ss->cap = cap;
+	}
+	ss->links[ss->nlinks++] = (struct link_rec){ off, size, phys, m };
+	ss->linked += size;
+	s->nlinks++;
+	m->pins++;
+	return 0;
+}
+
+/*
+ * Forget the link records inside IOVA [lo, hi) (offsets from the state's
+ * addr, already widened to the granules the engine unmapped); records that
+ * straddle an edge keep their outside parts.
+ */
+static void link_rec_trim(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi)
+{
+	for (uint32_t i = 0; i < ss->nlinks;) {
+		struct link_rec *l = &ss->links[i];
+		uint64_t end = l->off + l->size;
+
+		if (end <= lo || l->off >= hi) {
+			i++;
+			continue;
+		}
+		if (l->off < lo && end > hi) {
+			/* Split: a hole punched in the middle. */
+			struct link_rec tail = { hi, end - hi, l->phys + (hi - l->off), l->mem };
+
+			ss->linked -= l->size;
+			l->size = lo - l->off;
+			ss->linked += l->size;
+			if (link_rec_add(s, ss, tail.off, tail.size, tail.phys, tail.mem) == 0)
+				i++;
+			continue;
+		}
+		if (l->off < lo) {
+			ss->linked -= end - lo;
+			l->size = lo - l->off;
+			i++;
+			continue;
+		}
+		if (end > hi) {
+			ss->linked -= hi - l->off;
+			l->phys += hi - l->off;
+			l->size = end - hi;
+			l->off = hi;
+			i++;
+			continue;
+		}
+		/* Entirely inside: gone. */
+		ss->linked -= l->size;
+		s->nlinks--;
+		mem_unpin(s, l->mem);
+		ss->links[i] = ss->links[--ss->nlinks];
+	}
+}
+
+static void state_remove(struct session *s, struct sess_state *ss)
+{
+	link_rec_trim(s, ss, 0, UINT64_MAX);
+	free(ss->links);
+	svec_remove(&s->states, ss);
+}
+
+/* The unmapped IOVA of an unlink of [off, off + size), as offsets from addr. */
+static void unlink_window(const struct dev_entry *e, const struct sess_state *ss, uint64_t off,
+			  uint64_t size, uint64_t *lo, uint64_t *hi)
+{
+	uint64_t a = ss->st.addr + off, m = granule_mask(e);
+	uint64_t start = a & ~m, end = (a + size + m) & ~m;
+
+	*lo = start > ss->st.addr ? start - ss->st.addr : 0;
+	*hi = end - ss->st.addr;
+}
+
+static int op_link(struct session *s, struct dev_entry *e, const struct proto_op *op,
+		   uint64_t *value)
+{
+	struct sess_state *ss = state_find(s, e, op->iova);
+	struct sess_mem *m;
+	int r;
+
+	if (!ss)
+		return -ENOENT;
+	m = mem_of_range(s, op->phys, op->size);
+	if (!m)
+		return -EFAULT;
+	if (s->nlinks >= s->srv->lim.max_links)
+		return -EDQUOT;
+	r = dma_iova_link(e->dev, &ss->st, op->phys, op->offset, op->size, op->dir, op->attrs);
+	if (r)
+		return r;
+	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m)) {
+		(void)dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
+		return -ENOMEM;
+	}
+	*value = ss->st.__size;
+	return 0;
+}
+
+static int op_unlink(struct session *s, struct dev_entry *e, const struct proto_op *op)
+{
+	struct sess_state *ss = state_find(s, e, op->iova);
+	uint64_t lo, hi;
+	int r;
+
+	if (!ss)
+		return -ENOENT;
+	r = dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
+	if (r && r != -ENOENT)
+		return r;
+	unlink_window(e, ss, op->offset, op->size, &lo, &hi);
+	link_rec_trim(s, ss, lo, hi);
+	return r;
+}
+
+static int op_destroy(struct session *s, struct dev_entry *e, const struct proto_op *op)
+{
+	struct sess_state *ss = state_find(s, e, op->iova);
+	uint64_t lo, hi;
+	int r;
+
+	if (!ss)
+		return -ENOENT;
+	r = dma_iova_destroy(e->dev, &ss->st, op->size, op->dir, op->attrs);
+	if (!dma_use_iova(&ss->st)) {
+		/* The engine freed the IOVA (with or without holes): the state is gone. */
+		state_remove(s, ss);
+		return r;
+	}
+	if (op->size && (r == -EBUSY || r == -ENOENT)) {
+		unlink_window(e, ss, 0, op->size, &lo, &hi);
+		link_rec_trim(s, ss, lo, hi);
+	}
+	return r;
+}
+
+static int op_free(struct session *s, struct dev_entry *e, const struct proto_op *op)
+{
+	struct sess_state *ss = state_find(s, e, op->iova);
+	int r;
+
+	if (!ss)
+		return -ENOENT;
+	r = dma_iova_free(e->dev, &ss->st);
+	if (!r)
+		state_remove(s, ss);
+	return r;
+}
+
+static int op_sync(struct session *s, struct dev_entry *e, const struct proto_op *op)
+{
+	struct sess_state *ss = state_find(s, e, op->iova);
+
+	if (!ss)
+		return -ENOENT;
+	return dma_iova_sync(e->dev, &ss->st, op->offset, op->size);
+}
+
+/* ==== streaming mappings ========================================================== */
+
+static int op_map(struct session *s, struct dev_entry *e, const struct proto_op *op,
+		  uint64_t *value)
+{
+	struct sess_mem *m = mem_of_range(s, op->phys, op->size);
+	struct sess_map *mp;
+	uint64_t dma, base, mask;
+	int r;
+
+	if (!m)
+		return -EFAULT;
+	if (s->maps.n >= s->srv->lim.max_maps)
+		return -EDQUOT;
+	r = dma_map_phys(e->dev, op->phys, op->size, op->dir, op->attrs, &dma);
+	if (r)
+		return r;
+	mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
+	base = dma & ~mask;
+	/* On an identity domain two maps may share a base: key them by dma then. */
+	if (!mask)
+		base = dma;
+	if (svec_find(&s->maps, e->dom_index, base) || !(mp = svec_insert(&s->maps, e->dom_index,
+									      base))) {
+		(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
+		return mask ? -ENOMEM : -EEXIST;
+	}
+	mp->dom = e->dom_index;
+	mp->dev = e->index;
+	mp->base = base;
+	mp->span = mask ? ((dma + op->size + mask) & ~mask) - base : op->size;
+	mp->dma = dma;
+	mp->size = op->size;
+	mp->mem = m;
+	m->pins++;
+	*value = dma;
+	return 0;
+}
+
+static int op_unmap(struct session *s, struct dev_entry *e, const struct proto_op *op)
+{
+	uint64_t mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
+	struct sess_map *mp = svec_find(&s->maps, e->dom_index, mask ? op->iova & ~mask : op->iova);
+	int r;
+
+	if (!mp || mp->dma != op->iova || mp->size != op->size)
+		return -ENOENT;
+	r = dma_unmap_phys(e->dev, op->iova, op->size, op->dir, op->attrs);
+	if (r)
+		return r;
+	mem_unpin(s, mp->mem);
+	svec_remove(&s->maps, mp);
+	return 0;
+}
+
+/* ==== batches ======================================================================= */
+
+static int handle_batch(struct session *s, const struct proto_req *req)
+{
+	uint32_t n = req->u.batch.count, touched = 0, flushes = 0;
+	struct proto_batch_rpy rpy = { 0 };
+	struct proto_op_result *res;
+	struct dev_table *t = &s->srv->devices;
+	bool failed = false;
+	size_t len = sizeof(rpy) + (size_t)n * sizeof(*res);
+
+	res = (struct proto_op_result *)(scratch(s) + sizeof(rpy));
+	for (uint32_t i = 0; i < n; i++) {
+		struct proto_op op;
+		struct dev_entry *e;
+		uint64_t value = 0;
+		int r;
+
+		proto_op_get(req, i, &op);
+		if (failed && (req->u.batch.flags & PROTO_BATCH_STOP_ON_ERROR)) {
+			res[i] = (struct proto_op_result){ .status = -ECANCELED };
+			continue;
+		}
+		e = dev_by_handle(s, op.dev);
+		if (!e) {
+			r = -EBADF;
+			goto done;
+		}
+		/* Every sync in the batch lands in one flush per domain. */
+		if (e->dom_index < 32 && !(touched & (1u << e->dom_index))) {
+			touched |= 1u << e->dom_index;
+			dom_batch_begin(e->dom);
+		}
+		switch (op.opcode) {
+		case PROTO_OP_LINK:
+			r = op_link(s, e, &op, &value);
+			break;
+		case PROTO_OP_SYNC:
+			r = op_sync(s, e, &op);
+			break;
+		case PROTO_OP_UNLINK:
+			r = op_unlink(s, e, &op);
+			break;
+		case PROTO_OP_DESTROY:
+			r = op_destroy(s, e, &op);
+			break;
+		case PROTO_OP_FREE:
+			r = op_free(s, e, &op);
+			break;
+		case PROTO_OP_MAP:
+			r = op_map(s, e, &op, &value);
+			break;
+		case PROTO_OP_UNMAP:
+			r = op_unmap(s, e, &op);
+			break;
+		default:
+			r = -EINVAL; /* the decoder already refuses these */
+			break;
+		}
+done:
+		res[i] = (struct proto_op_result){ .status = r, .value = value };
+		if (r)
+			failed = true;
+	}
+	for (uint32_t d = 0; d < t->ndoms && d < 32; d++) {
+		if (!(touched & (1u << d)))
+			continue;
+		flushes += (uint32_t)dom_batch_end(t->doms[d]);
+		if (t->doms[d]->cfg.flush == DOM_FLUSH_LAZY)
+			devices_fq_arm(t, d);
+	}
+	rpy.count = n;
+	rpy.flushes = flushes;
+	memcpy(scratch(s), &rpy, sizeof(rpy));
+	reply(s, req, req->hdr.type | PROTO_RPY, scratch(s), len);
+	return 0;
+}
+
+/* ==== the simulated device =============================================================== */
+
+/* Is [iova, iova + len) inside one of this client's states or mappings on e's domain? */
+static bool dma_allowed(struct session *s, const struct dev_entry *e, uint64_t iova, uint64_t len)
+{
+	return svec_containing(&s->states, e->dom_index, iova, len,
+			       offsetof(struct sess_state, span)) ||
+	       svec_containing(&s->maps, e->dom_index, iova, len, offsetof(struct sess_map, span));
+}
+
+static int handle_dma(struct session *s, const struct proto_req *req)
+{
+	const struct proto_dma *d = &req->u.dma;
+	struct dev_entry *e = dev_by_handle(s, d->dev);
+	struct proto_dma_rpy rpy = { 0 };
+	struct dom_fault f = { 0 };
+	bool rd = req->hdr.type == PROTO_CMD_DMA_READ;
+	uint8_t *data = scratch(s) + sizeof(rpy);
+	int r;
+
+	if (!e)
+		return -EBADF;
+	if (!dma_allowed(s, e, d->iova, d->len))
+		return -EACCES;
+	if (rd)
+		r = dom_dev_dma_read(e->dev, d->iova, data, d->len, &f);
+	else
+		r = dom_dev_dma_write(e->dev, d->iova, req->data, d->len, &f);
+	rpy.st.status = r;
+	if (r == -EFAULT)
+		rpy.fault = (struct proto_fault){ .iova = f.iova, .access = f.access,
+						  .reason = f.reason };
+	else if (r)
+		return r;
+	memcpy(scratch(s), &rpy, sizeof(rpy));
+	reply(s, req, req->hdr.type | PROTO_RPY, scratch(s),
+	      sizeof(rpy) + (rd && !r ? d->len : 0));
+	return 0;
+}
+
+/* ==== admin queries ======================================================================= */
+
+static bool is_admin(const struct session *s)
+{
+	return s->uid == 0 || s->uid == s->srv->pol.self_uid;
+}
+
+static int handle_status(struct session *s, const struct proto_req *req)
+{
+	struct srv *v = s->srv;
+	struct proto_status_rpy rpy = {
+		.uptime_ns = now_ns() - v->start_ns,
+		.pid = (uint32_t)getpid(),
+		.io_backend = v->io,
+		.clients = v->nconns,
+		.devices = v->devices.ndevs,
+		.sessions_total = v->stats.sessions_total,
+		.frames_in = v->stats.frames_in,
+		.frames_bad = v->stats.frames_bad,
+		.teardowns = v->stats.teardowns,
+		.leaked_states = v->stats.leaked_states,
+		.leaked_maps = v->stats.leaked_maps,
+		.leaked_mems = v->stats.leaked_mems,
+		.mem_bytes = v->devices.pmem.stats.bytes,
+	};
+
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+/* Fill a list reply with entries from start while they fit in the negotiated frame. */
+static int handle_list(struct session *s, const struct proto_req *req)
+{
+	struct proto_list_rpy rpy = { 0 };
+	uint8_t *out = scratch(s) + sizeof(rpy);
+	size_t room = s->max_frame - sizeof(struct proto_hdr) - sizeof(rpy), esz;
+	uint32_t start = req->u.list.start, total, count = 0;
+	struct srv *v = s->srv;
+	struct session *target = NULL;
+
+	switch (req->hdr.type) {
+	case PROTO_CMD_LIST_DEVICES:
+		esz = sizeof(struct proto_dev_entry);
+		total = v->devices.ndevs;
+		break;
+	case PROTO_CMD_LIST_CLIENTS:
+		esz = sizeof(struct proto_client_entry);
+		total = v->nconns;
+		break;
+	default:
+		esz = sizeof(struct proto_map_entry);
+		for (struct conn *c = v->conns; c; c = c->next)
+			if (c->sess && c->sess->id == req->u.list.session_id)
+				target = c->sess;
+		if (!target)
+			return -ESRCH;
+		total = target->states.n + target->maps.n;
+		break;
+	}
+	for (uint32_t i = start; i < total && (count + 1) * esz <= room; i++, count++) {
+		uint8_t *p = out + count * esz;
+
+		if (req->hdr.type == PROTO_CMD_LIST_DEVICES) {
+			const struct dev_entry *e = &v->devices.devs[i];
+			struct proto_dev_entry de = { .flags = e->flags, .dma_mask = e->dev->dma_mask,
+						      .domain = e->dom_index };
+
+			memcpy(de.name, e->name, sizeof(de.name));
+			de.granule_shift = e->dom->cfg.type == DOM_IDENTITY ?
+					   0 : e->dom->cfg.granule_shift;
+			devices_stats(e, &de.stats);
+			memcpy(p, &de, sizeof(de));
+		} else if (req->hdr.type == PROTO_CMD_LIST_CLIENTS) {
+			struct conn *c = v->conns;
+			struct proto_client_entry ce = { 0 };
+
+			for (uint32_t k = 0; k < i && c; k++)
+				c = c->next;
+			if (c && c->sess)
+				session_entry(c->sess, &ce);
+			memcpy(p, &ce, sizeof(ce));
+		} else {
+			struct proto_map_entry me = { 0 };
+
+			if (i < target->states.n) {
+				const struct sess_state *ss = elem(&target->states, i);
+
+				me = (struct proto_map_entry){ .dev = ss->dev, .kind = 1,
+							       .iova = ss->st.addr,
+							       .size = dma_iova_size(&ss->st),
+							       .linked_bytes = ss->linked };
+			} else {
+				const struct sess_map *mp = elem(&target->maps, i - target->states.n);
+
+				me = (struct proto_map_entry){ .dev = mp->dev, .kind = 2,
+							       .iova = mp->dma, .size = mp->size,
+							       .linked_bytes = mp->size };
+			}
+			memcpy(p, &me, sizeof(me));
+		}
+	}
+	rpy.count = count;
+	rpy.total = total;
+	memcpy(scratch(s), &rpy, sizeof(rpy));
+	reply(s, req, req->hdr.type | PROTO_RPY, scratch(s), sizeof(rpy) + count * esz);
+	return 0;
+}
+
+/* ==== HELLO and dispatch ================================================================== */
+
+static int handle_hello(struct session *s, const struct proto_req *req)
+{
+	const struct proto_hello *h = &req->u.hello;
+	struct limits *l = &s->srv->lim;
+	struct proto_hello_rpy rpy = { 0 };
+
+	if (s->plim.version)
+		return -EALREADY;
+	rpy.version = h->version_max < PROTO_VERSION_MAX ? h->version_max : PROTO_VERSION_MAX;
+	rpy.max_frame = h->max_frame < l->max_frame ? h->max_frame : l->max_frame;
+	rpy.max_batch = h->max_batch < l->max_batch ? h->max_batch : l->max_batch;
+	rpy.max_inflight = l->max_inflight;
+	rpy.session_id = s->id;
+	rpy.max_mems = l->max_mems;
+	rpy.max_states = l->max_states;
+	rpy.max_mem_bytes = l->max_mem_bytes;
+	s->plim.version = rpy.version;
+	s->plim.max_frame = rpy.max_frame;
+	s->plim.max_batch = rpy.max_batch;
+	s->max_frame = rpy.max_frame;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+void session_frame(struct session *s, const uint8_t *frame, size_t len)
+{
+	struct proto_req req;
+	int r;
+
+	s->requests++;
+	r = proto_decode_request(frame, len, &s->plim, &req);
+	if (r) {
+		s->srv->stats.frames_bad++;
+		log_debug("session %" PRIu64 ": bad %s frame: %s", s->id,
+			  proto_cmd_name(req.hdr.type), strerror(-r));
+		/* The framing itself is suspect: say why and close. */
+		if (r == -EMSGSIZE || r == -EPROTONOSUPPORT || (r == -EBADMSG && req.hdr.magic !=
+								     PROTO_MAGIC)) {
+			reply(s, &req, PROTO_RPY_ERROR, &(struct proto_status){ .status = r },
+			      sizeof(struct proto_status));
+			s->conn->dead = true;
+			return;
+		}
+		reply(s, &req, r == -ENOSYS ? PROTO_RPY_ERROR : req.hdr.type | PROTO_RPY,
+		      &(struct proto_status){ .status = r }, sizeof(struct proto_status));
+		return;
+	}
+	switch (req.hdr.type) {
+	case PROTO_CMD_HELLO:
+		r = handle_hello(s, &req);
+		break;
+	case PROTO_CMD_DEV_OPEN:
+		r = handle_dev_open(s, &req);
+		break;
+	case PROTO_CMD_DEV_CLOSE:
+		r = handle_dev_close(s, &req);
+		break;
+	case PROTO_CMD_DEV_STATS:
+		r = handle_dev_stats(s, &req);
+		break;
+	case PROTO_CMD_MEM_IMPORT:
+		r = handle_mem_import(s, &req);
+		break;
+	case PROTO_CMD_MEM_FREE:
+		r = handle_mem_free(s, &req);
+		break;
+	case PROTO_CMD_IOVA_ALLOC:
+		r = handle_iova_alloc(s, &req);
+		break;
+	case PROTO_CMD_BATCH:
+		r = handle_batch(s, &req);
+		break;
+	case PROTO_CMD_DMA_READ:
+	case PROTO_CMD_DMA_WRITE:
+		r = handle_dma(s, &req);
+		break;
+	case PROTO_CMD_STATUS:
+		r = is_admin(s) ? handle_status(s, &req) : -EPERM;
+		break;
+	case PROTO_CMD_LIST_DEVICES:
+	case PROTO_CMD_LIST_CLIENTS:
+	case PROTO_CMD_CLIENT_MAPS:
+		r = is_admin(s) ? handle_list(s, &req) : -EPERM;
+		break;
+	default:
+		r = -ENOSYS;
+		break;
+	}
+	if (r)
+		reply_status(s, &req, r);
+}
+
+/* ==== lifetime ================================================================================ */
+
+struct session *session_new(struct srv *v, struct conn *c, pid_t pid, uid_t uid, gid_t gid)
+{
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->srv = v;
+	s->conn = c;
+	s->id = ++v->next_session_id;
+	s->pid = pid;
+	s->uid = uid;
+	s->gid = gid;
+	s->max_frame = v->lim.max_frame;
+	s->plim.max_frame = v->lim.max_frame;
+	s->plim.max_batch = v->lim.max_batch;
+	s->states.esz = sizeof(struct sess_state);
+	s->maps.esz = sizeof(struct sess_map);
+	v->stats.sessions_total++;
+	return s;
+}
+
+uint64_t session_id(const struct session *s)
+{
+	return s->id;
+}
+
+bool session_hello_done(const struct session *s)
+{
+	return s->plim.version != 0;
+}
+
+void session_entry(const struct session *s, struct proto_client_entry *ret)
+{
+	uint64_t linked = 0;
+
+	for (uint32_t i = 0; i < s->states.n; i++)
+		linked += ((const struct sess_state *)elem(&s->states, i))->linked;
+	*ret = (struct proto_client_entry){
+		.session_id = s->id, .pid = (uint32_t)s->pid, .uid = s->uid, .gid = s->gid,
+		.mems = s->nmems, .mem_bytes = s->mem_bytes, .states = s->states.n,
+		.maps = s->maps.n, .linked_bytes = linked, .requests = s->requests,
+	};
+}
+
+/*
+ * Tear down everything the client still held, in the kernel's order:
+ * unlink and flush, free the IOVA, unmap streaming mappings, then drop the
+ * memory. What was left is a leak in DMA-API-debug terms: count and log it.
+ */
+void session_free(struct session *s)
+{
+	struct dev_table *t;
+	uint32_t nstates, nmaps, nmems;
+	uint64_t linked = 0, mem_bytes;
+
+	if (!s)
+		return;
+	t = &s->srv->devices;
+	nstates = s->states.n;
+	nmaps = s->maps.n;
+	nmems = s->nmems;
+	mem_bytes = s->mem_bytes;
+	while (s->states.n) {
+		struct sess_state *ss = elem(&s->states, s->states.n - 1);
+		struct dev_entry *e = &t->devs[ss->dev];
+
+		linked += ss->linked;
+		(void)dma_iova_destroy(e->dev, &ss->st, dma_iova_size(&ss->st), DMA_BIDIRECTIONAL,
+				       0);
+		if (dma_use_iova(&ss->st)) {
+			/* Cannot happen: destroy of the whole state unlinks everything. */
+			log_err("session %" PRIu64 ": IOVA %#" PRIx64 " still busy at teardown",
+				s->id, ss->st.addr);
+		}
+		state_remove(s, ss);
+	}
+	while (s->maps.n) {
+		struct sess_map *mp = elem(&s->maps, s->maps.n - 1);
+		struct dev_entry *e = &t->devs[mp->dev];
+
+		(void)dma_unmap_phys(e->dev, mp->dma, mp->size, DMA_BIDIRECTIONAL, 0);
+		mem_unpin(s, mp->mem);
+		svec_remove(&s->maps, mp);
+	}
+	for (uint32_t i = 0; i < s->nmem_slots; i++)
+		if (s->mems[i])
+			mem_release(s, s->mems[i]);
+	for (uint32_t d = 0; d < t->ndoms; d++)
+		if (t->doms[d]->cfg.flush == DOM_FLUSH_LAZY)
+			devices_fq_arm(t, d);
+	if (nstates || nmaps || nmems) {
+		s->srv->stats.teardowns++;
+		s->srv->stats.leaked_states += nstates;
+		s->srv->stats.leaked_maps += nmaps;
+		s->srv->stats.leaked_mems += nmems;
+		log_notice("session %" PRIu64 " (pid %d uid %u): teardown: %u IOVA states "
+			   "(%" PRIu64 " bytes linked), %u streaming mappings, %u memory objects "
+			   "(%" PRIu64 " bytes) left by the client",
+			   s->id, (int)s->pid, (unsigned int)s->uid, nstates, linked, nmaps, nmems,
+			   mem_bytes);
+	}
+	free(s->states.v);
+	free(s->maps.v);
+	free(s->mems);
+	free(s);
+}

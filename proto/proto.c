@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MIT
+/*
+ * proto.c - decoding and validation of iovad frames.
+ *
+ * The order of checks is fixed, as in chrony's cmdmon.c: length bounds,
+ * header magic, version, type, exact length for the type, zeroed reserved
+ * fields, then field ranges. Frames are copied into aligned structs before
+ * any field is read, so a frame may sit at any offset in a buffer.
+ */
+#include "proto.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* Body length of each request type; -1: variable (checked by the type). */
+static const int32_t req_body_len[PROTO_CMD_MAX] = {
+	[PROTO_CMD_HELLO] = sizeof(struct proto_hello),
+	[PROTO_CMD_DEV_OPEN] = sizeof(struct proto_dev_open),
+	[PROTO_CMD_DEV_CLOSE] = sizeof(struct proto_dev_ref),
+	[PROTO_CMD_DEV_STATS] = sizeof(struct proto_dev_ref),
+	[PROTO_CMD_MEM_IMPORT] = sizeof(struct proto_mem_import),
+	[PROTO_CMD_MEM_FREE] = sizeof(struct proto_mem_ref),
+	[PROTO_CMD_IOVA_ALLOC] = sizeof(struct proto_iova_alloc),
+	[PROTO_CMD_BATCH] = -1,
+	[PROTO_CMD_DMA_READ] = sizeof(struct proto_dma),
+	[PROTO_CMD_DMA_WRITE] = -1,
+	[PROTO_CMD_STATUS] = 0,
+	[PROTO_CMD_LIST_DEVICES] = sizeof(struct proto_list),
+	[PROTO_CMD_LIST_CLIENTS] = sizeof(struct proto_list),
+	[PROTO_CMD_CLIENT_MAPS] = sizeof(struct proto_list),
+};
+
+static const char *const cmd_names[PROTO_CMD_MAX] = {
+	[PROTO_CMD_HELLO] = "HELLO",
+	[PROTO_CMD_DEV_OPEN] = "DEV_OPEN",
+	[PROTO_CMD_DEV_CLOSE] = "DEV_CLOSE",
+	[PROTO_CMD_DEV_STATS] = "DEV_STATS",
+	[PROTO_CMD_MEM_IMPORT] = "MEM_IMPORT",
+	[PROTO_CMD_MEM_FREE] = "MEM_FREE",
+	[PROTO_CMD_IOVA_ALLOC] = "IOVA_ALLOC",
+	[PROTO_CMD_BATCH] = "BATCH",
+	[PROTO_CMD_DMA_READ] = "DMA_READ",
+	[PROTO_CMD_DMA_WRITE] = "DMA_WRITE",
+	[PROTO_CMD_STATUS] = "STATUS",
+	[PROTO_CMD_LIST_DEVICES] = "LIST_DEVICES",
+	[PROTO_CMD_LIST_CLIENTS] = "LIST_CLIENTS",
+	[PROTO_CMD_CLIENT_MAPS] = "CLIENT_MAPS",
+};
+
+const char *proto_cmd_name(uint16_t type)
+{
+	uint16_t cmd = type & (uint16_t)~PROTO_RPY;
+
+	if (type == PROTO_RPY_ERROR)
+		return "ERROR";
+	if (cmd == 0 || cmd >= PROTO_CMD_MAX)
+		return "UNKNOWN";
+	return cmd_names[cmd];
+}
+
+void proto_hdr_init(struct proto_hdr *h, uint16_t version, uint16_t type, uint32_t len,
+		    uint64_t id)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic = PROTO_MAGIC;
+	h->version = version;
+	h->type = type;
+	h->len = len;
+	h->id = id;
+}
+
+int64_t proto_frame_len(const void *buf, size_t avail, uint32_t max_frame)
+{
+	struct proto_hdr h;
+
+	if (avail < sizeof(h))
+		return 0;
+	memcpy(&h, buf, sizeof(h));
+	if (max_frame > PROTO_FRAME_MAX)
+		max_frame = PROTO_FRAME_MAX;
+	if (h.len < sizeof(h) || h.len > max_frame)
+		return -EMSGSIZE;
+	if (h.magic != PROTO_MAGIC)
+		return -EBADMSG;
+	return h.len;
+}
+
+static bool all_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+static int check_op(const struct proto_op *op)
+{
+	if (op->reserved)
+		return -EINVAL;
+	if (op->opcode == 0 || op->opcode >= PROTO_OP_MAX || op->dir > PROTO_DIR_MAX ||
+	    (op->attrs & ~(uint64_t)PROTO_ATTRS))
+		return -EINVAL;
+	return 0;
+}
+
+/* Reserved fields of fixed bodies, checked after the exact length. */
+static int check_reserved(const struct proto_req *r)
+{
+	switch (r->hdr.type) {
+	case PROTO_CMD_HELLO:
+		return r->u.hello.reserved ? -EINVAL : 0;
+	case PROTO_CMD_DEV_OPEN: {
+		const char *n = r->u.dev_open.name;
+		size_t len = strnlen(n, PROTO_DEV_NAME_MAX);
+
+		/* NUL-terminated, and NUL-padded after the terminator. */
+		if (len == PROTO_DEV_NAME_MAX || !all_zero(n + len, PROTO_DEV_NAME_MAX - len))
+			return -EINVAL;
+		return 0;
+	}
+	case PROTO_CMD_DEV_CLOSE:
+	case PROTO_CMD_DEV_STATS:
+		return r->u.dev_ref.reserved ? -EINVAL : 0;
+	case PROTO_CMD_MEM_FREE:
+		return r->u.mem_ref.reserved ? -EINVAL : 0;
+	case PROTO_CMD_IOVA_ALLOC:
+		return r->u.iova_alloc.reserved ? -EINVAL : 0;
+	case PROTO_CMD_LIST_DEVICES:
+	case PROTO_CMD_LIST_CLIENTS:
+		if (r->u.list.session_id)
+			return -EINVAL;
+		/* fall through */
+	case PROTO_CMD_CLIENT_MAPS:
+		return r->u.list.reserved ? -EINVAL : 0;
+	default:
+		return 0;
+	}
+}
+
+static int check_ranges(const struct proto_req *r, const struct proto_limits *lim)
+{
+	switch (r->hdr.type) {
+	case PROTO_CMD_HELLO: {
+		const struct proto_hello *h = &r->u.hello;
+
+		if (h->version_min > h->version_max || h->version_max < PROTO_VERSION_MIN ||
+		    h->version_min > PROTO_VERSION_MAX)
+			return -EPROTONOSUPPORT;
+		if (h->max_frame < PROTO_FRAME_MIN || h->max_batch == 0)
+			return -EINVAL;
+		return 0;
+	}
+	case PROTO_CMD_DEV_OPEN:
+		return r->u.dev_open.name[0] ? 0 : -EINVAL;
+	case PROTO_CMD_MEM_IMPORT: {
+		const struct proto_mem_import *m = &r->u.mem_import;
+
+		if (!m->size || m->offset + m->size < m->offset)
+			return -EINVAL;
+		return 0;
+	}
+	case PROTO_CMD_DMA_READ: {
+		uint32_t room = lim->max_frame - (uint32_t)(sizeof(struct proto_hdr) +
+							    sizeof(struct proto_dma_rpy));
+
+		if (!r->u.dma.len || r->u.dma.len > room)
+			return -EINVAL;
+		return 0;
+	}
+	case PROTO_CMD_DMA_WRITE:
+		return r->u.dma.len ? 0 : -EINVAL;
+	default:
+		return 0;
+	}
+}
+
+int proto_decode_request(const void *buf, size_t len, const struct proto_limits *lim,
+			 struct proto_req *ret)
+{
+	const uint8_t *b = buf;
+	size_t body;
+	int32_t want;
+	int r;
+
+	/* 1. length bounds */
+	if (len < sizeof(ret->hdr) || len > lim->max_frame || len > PROTO_FRAME_MAX)
+		return -EMSGSIZE;
+	memset(ret, 0, sizeof(*ret));
+	memcpy(&ret->hdr, b, sizeof(ret->hdr));
+	if (ret->hdr.len != len)
+		return -EMSGSIZE;
+	/* 2. header */
+	if (ret->hdr.magic != PROTO_MAGIC)
+		return -EBADMSG;
+	/* 3. version: only HELLO until one has been accepted */
+	if (!lim->version) {
+		if (ret->hdr.type != PROTO_CMD_HELLO || ret->hdr.version < PROTO_VERSION_MIN ||
+		    ret->hdr.version > PROTO_VERSION_MAX)
+			return -EPROTONOSUPPORT;
+	} else if (ret->hdr.version != lim->version) {
+		return -EPROTONOSUPPORT;
+	}
+	/* 4. type */
+	if (ret->hdr.type == 0 || ret->hdr.type >= PROTO_CMD_MAX)
+		return -ENOSYS;
+	/* 5. exact length */
+	body = len - sizeof(ret->hdr);
+	b += sizeof(ret->hdr);
+	want = req_body_len[ret->hdr.type];
+	if (want >= 0) {
+		if (body != (size_t)want)
+			return -EBADMSG;
+		memcpy(&ret->u, b, body);
+	} else if (ret->hdr.type == PROTO_CMD_BATCH) {
+		if (body < sizeof(struct proto_batch))
+			return -EBADMSG;
+		memcpy(&ret->u.batch, b, sizeof(ret->u.batch));
+		if (ret->u.batch.count == 0 || ret->u.batch.count > lim->max_batch ||
+		    ret->u.batch.count > PROTO_BATCH_MAX)
+			return -EBADMSG;
+		if (body != sizeof(struct proto_batch) +
+			    (size_t)ret->u.batch.count * sizeof(struct proto_op))
+			return -EBADMSG;
+		ret->ops = b + sizeof(struct proto_batch);
+	} else { /* DMA_WRITE */
+		if (body < sizeof(struct proto_dma))
+			return -EBADMSG;
+		memcpy(&ret->u.dma, b, sizeof(ret->u.dma));
+		if (body != sizeof(struct proto_dma) + (size_t)ret->u.dma.len)
+			return -EBADMSG;
+		ret->data = b + sizeof(struct proto_dma);
+	}
+	/* 6. reserved fields */
+	if (ret->hdr.flags)
+		return -EINVAL;
+	r = check_reserved(ret);
+	if (r)
+		return r;
+	if (ret->hdr.type == PROTO_CMD_BATCH) {
+		if (ret->u.batch.flags & ~PROTO_BATCH_FLAGS)
+			return -EINVAL;
+		for (uint32_t i = 0; i < ret->u.batch.count; i++) {
+			struct proto_op op;
+
+			proto_op_get(ret, i, &op);
+			r = check_op(&op);
+			if (r)
+				return r;
+		}
+	}
+	/* 7. field ranges */
+	return check_ranges(ret, lim);
+}
+
+void proto_op_get(const struct proto_req *req, uint32_t i, struct proto_op *ret)
+{
+	memcpy(ret, req->ops + (size_t)i * sizeof(*ret), sizeof(*ret));
+}
+
+int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
+		      uint16_t cmd, size_t min_len)
+{
+	struct proto_hdr h;
+
+	if (len < sizeof(h) + sizeof(struct proto_status) || len > max_frame ||
+	    len > PROTO_FRAME_MAX)
+		return -EMSGSIZE;
+	memcpy(&h, buf, sizeof(h));
+	if (h.len != len)
+		return -EMSGSIZE;
+	if (h.magic != PROTO_MAGIC)
+		return -EBADMSG;
+	if (version && h.version != version)
+		return -EPROTONOSUPPORT;
+	if (h.type == PROTO_RPY_ERROR)
+		return 0;
+	if (h.type != (cmd | PROTO_RPY) || h.flags)
+		return -EBADMSG;
+	/* A failed request may answer with the status alone. */
+	if (len < min_len) {
+		struct proto_status st;
+
+		memcpy(&st, (const uint8_t *)buf + sizeof(h), sizeof(st));
+		if (st.status >= 0)
+			return -EBADMSG;
+	}
+	return 0;
+}

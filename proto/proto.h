@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the iovad wire protocol (see PROTOCOL.md for the prose).
+ *
+ * Version history (numbers are never reused; a changed message gets a new
+ * type, as chrony's candm.h does):
+ *   1  first version: HELLO, devices, memory import, IOVA alloc, batches of
+ *      link/sync/unlink/destroy/free/map/unmap, device DMA, admin queries.
+ *
+ * Framing: a SOCK_STREAM Unix socket carries frames. Every frame starts with
+ * struct proto_hdr; hdr.len is the whole frame, header included. Requests
+ * carry a client-chosen id, echoed in the reply, so a client may pipeline.
+ * Every reply body starts with struct proto_status (status = 0 or -errno).
+ * A memory object's fd travels as SCM_RIGHTS on the MEM_IMPORT frame's bytes.
+ *
+ * All integers are little-endian and every struct has a fixed size and
+ * layout, checked below. Reserved fields must be zero. The implementation
+ * targets little-endian hosts (a _Static_assert says so); a big-endian port
+ * would convert fields in proto.c, the only place that reads frames.
+ */
+#ifndef IOVAD_PROTO_H
+#define IOVAD_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "iovad's wire structs are little-endian; add conversions in proto.c to port"
+#endif
+
+#define PROTO_MAGIC        0x44564f49u /* "IOVD" */
+#define PROTO_VERSION_MIN  1
+#define PROTO_VERSION_MAX  1
+#define PROTO_VERSION      PROTO_VERSION_MAX
+
+/* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
+#define PROTO_FRAME_MIN    4096u              /* smallest max_frame either side may offer */
+#define PROTO_FRAME_MAX    (256u << 10)       /* hard cap on any frame */
+#define PROTO_FRAME_DEFAULT (64u << 10)
+#define PROTO_BATCH_MAX    1024u              /* hard cap on ops per BATCH */
+#define PROTO_BATCH_DEFAULT 256u
+#define PROTO_DEV_NAME_MAX 32u                /* NUL included */
+
+/* Request types. A reply has the request's type with PROTO_RPY set. */
+enum proto_cmd {
+	PROTO_CMD_HELLO = 1,
+	PROTO_CMD_DEV_OPEN = 2,
+	PROTO_CMD_DEV_CLOSE = 3,
+	PROTO_CMD_DEV_STATS = 4,
+	PROTO_CMD_MEM_IMPORT = 5,
+	PROTO_CMD_MEM_FREE = 6,
+	PROTO_CMD_IOVA_ALLOC = 7,
+	PROTO_CMD_BATCH = 8,
+	PROTO_CMD_DMA_READ = 9,
+	PROTO_CMD_DMA_WRITE = 10,
+	PROTO_CMD_STATUS = 11,        /* admin */
+	PROTO_CMD_LIST_DEVICES = 12,  /* admin */
+	PROTO_CMD_LIST_CLIENTS = 13,  /* admin */
+	PROTO_CMD_CLIENT_MAPS = 14,   /* admin */
+	PROTO_CMD_MAX,
+};
+#define PROTO_RPY        0x8000u
+/* Sent instead of a reply when a frame cannot be attributed; the daemon then closes. */
+#define PROTO_RPY_ERROR  0xffffu
+
+/* Batch operations. */
+enum proto_opcode {
+	PROTO_OP_LINK = 1,    /* dma_iova_link(state at iova, phys, offset, size, dir, attrs) */
+	PROTO_OP_SYNC = 2,    /* dma_iova_sync(state, offset, size) */
+	PROTO_OP_UNLINK = 3,  /* dma_iova_unlink(state, offset, size, dir, attrs) */
+	PROTO_OP_DESTROY = 4, /* dma_iova_destroy(state, size = mapped_len, dir, attrs) */
+	PROTO_OP_FREE = 5,    /* dma_iova_free(state) */
+	PROTO_OP_MAP = 6,     /* dma_map_phys(phys, size, dir, attrs) -> value = dma */
+	PROTO_OP_UNMAP = 7,   /* dma_unmap_phys(iova = dma, size, dir, attrs) */
+	PROTO_OP_MAX,
+};
+
+/* BATCH flags */
+#define PROTO_BATCH_STOP_ON_ERROR 0x1u /* later ops get -ECANCELED after a failure */
+#define PROTO_BATCH_FLAGS         PROTO_BATCH_STOP_ON_ERROR
+
+/* Device flags (DEV_OPEN reply, LIST_DEVICES) */
+#define PROTO_DEV_IDENTITY     0x1u
+#define PROTO_DEV_UNTRUSTED    0x2u
+#define PROTO_DEV_NON_COHERENT 0x4u
+#define PROTO_DEV_LAZY         0x8u
+#define PROTO_DEV_VISIBLE_ON_LINK 0x10u
+
+/* DMA directions and attributes, as the kernel's (and domain.h's). */
+#define PROTO_DIR_MAX 2u
+#define PROTO_ATTRS   ((1u << 5) | (1u << 10) | (1u << 11))
+
+struct proto_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t len;      /* whole frame, header included */
+	uint32_t flags;    /* reserved: 0 */
+	uint64_t id;       /* client-chosen, echoed in the reply */
+};
+
+struct proto_status {
+	int32_t status;    /* 0 or -errno */
+	uint32_t reserved;
+};
+
+/* HELLO: negotiates the version and the limits. Must be the first frame. */
+struct proto_hello {
+	uint16_t version_min;
+	uint16_t version_max;
+	uint32_t max_frame;  /* largest frame the client will send or accept */
+	uint32_t max_batch;  /* most ops the client will put in one BATCH */
+	uint32_t reserved;
+};
+
+struct proto_hello_rpy {
+	struct proto_status st;
+	uint16_t version;    /* chosen: the highest both sides speak */
+	uint16_t reserved;
+	uint32_t max_frame;  /* min(client, daemon) */
+	uint32_t max_batch;  /* min(client, daemon) */
+	uint32_t max_inflight; /* requests the daemon reads ahead before it stops reading */
+	uint64_t session_id;
+	uint32_t max_mems;   /* this client's limits */
+	uint32_t max_states;
+	uint64_t max_mem_bytes;
+};
+
+struct proto_dev_open {
+	char name[PROTO_DEV_NAME_MAX]; /* NUL-terminated, NUL-padded */
+};
+
+struct proto_dev_open_rpy {
+	struct proto_status st;
+	uint32_t dev;           /* handle, valid on this connection only */
+	uint32_t flags;         /* PROTO_DEV_* */
+	uint64_t merge_boundary;
+	uint64_t dma_mask;
+	uint32_t granule_shift; /* 0 on an identity domain */
+	uint32_t reserved;
+};
+
+struct proto_dev_ref {
+	uint32_t dev;
+	uint32_t reserved;
+};
+
+/* Counters of a device's domain since the daemon started. */
+struct proto_dev_stats {
+	uint64_t iova_allocs;
+	uint64_t iova_frees;
+	uint64_t links;
+	uint64_t unlinks;
+	uint64_t syncs;
+	uint64_t iotlb_flushes;
+	uint64_t bounced_bytes;
+	uint64_t io_page_faults;
+	uint64_t map_phys;
+	uint64_t unmap_phys;
+	uint64_t dma_reads;
+	uint64_t dma_writes;
+	uint64_t dma_bytes;
+	uint64_t free_busy;
+	uint64_t mapped_bytes;
+	uint64_t table_bytes;
+};
+
+struct proto_dev_stats_rpy {
+	struct proto_status st;
+	struct proto_dev_stats stats;
+};
+
+/* MEM_IMPORT: one fd rides along as SCM_RIGHTS. */
+struct proto_mem_import {
+	uint64_t offset;  /* page-aligned offset in the fd */
+	uint64_t size;
+};
+
+struct proto_mem_import_rpy {
+	struct proto_status st;
+	uint32_t mem;     /* handle */
+	uint32_t reserved;
+	uint64_t phys;    /* synthetic phys of byte 0 */
+	uint64_t size;    /* rounded up to the page size */
+};
+
+struct proto_mem_ref {
+	uint32_t mem;
+	uint32_t reserved;
+};
+
+struct proto_iova_alloc {
+	uint32_t dev;
+	uint32_t reserved;
+	uint64_t phys;
+	uint64_t size;
+};
+
+/* status -EOPNOTSUPP: identity domain; -ENOSPC: no IOVA space (try_alloc's false). */
+struct proto_iova_alloc_rpy {
+	struct proto_status st;
+	uint64_t addr;
+	uint64_t size;
+};
+
+struct proto_op {
+	uint16_t opcode;  /* PROTO_OP_* */
+	uint8_t dir;      /* 0..PROTO_DIR_MAX */
+	uint8_t reserved;
+	uint32_t dev;
+	uint64_t iova;    /* the state's addr (LINK..FREE) or the dma address (UNMAP) */
+	uint64_t phys;    /* LINK, MAP */
+	uint64_t offset;  /* LINK, SYNC, UNLINK */
+	uint64_t size;    /* LINK, SYNC, UNLINK, DESTROY (mapped_len), MAP, UNMAP */
+	uint64_t attrs;   /* PROTO_ATTRS bits */
+};
+
+struct proto_batch {
+	uint32_t count;
+	uint32_t flags;   /* PROTO_BATCH_* */
+	/* struct proto_op ops[count]; */
+};
+
+struct proto_op_result {
+	int32_t status;
+	uint32_t reserved;
+	uint64_t value;   /* MAP: the dma address */
+};
+
+struct proto_batch_rpy {
+	struct proto_status st; /* 0 if the batch was accepted, whatever the ops did */
+	uint32_t count;         /* == the request's count */
+	uint32_t flushes;       /* IOTLB flushes the batch's syncs cost (0 or 1) */
+	/* struct proto_op_result results[count]; */
+};
+
+struct proto_dma {
+	uint32_t dev;
+	uint32_t len;     /* bytes; DMA_WRITE: that many bytes follow */
+	uint64_t iova;
+};
+
+struct proto_fault {
+	uint64_t iova;
+	uint32_t access;  /* 1 read, 2 write */
+	uint32_t reason;  /* enum dom_fault_reason; 0 when no fault */
+};
+
+/* DMA_READ reply: status 0 then len bytes follow; -EFAULT with the fault. */
+struct proto_dma_rpy {
+	struct proto_status st;
+	struct proto_fault fault;
+};
+
+/* ---- admin queries (uid 0 or the daemon's own uid) ------------------------ */
+
+struct proto_status_rpy {
+	struct proto_status st;
+	uint64_t uptime_ns;
+	uint32_t pid;
+	uint32_t io_backend;   /* 1 epoll (libevent), 2 io_uring */
+	uint32_t clients;
+	uint32_t devices;
+	uint64_t sessions_total;
+	uint64_t frames_in;
+	uint64_t frames_bad;
+	uint64_t teardowns;     /* sessions that ended holding resources */
+	uint64_t leaked_states; /* IOVA states torn down on disconnect */
+	uint64_t leaked_maps;
+	uint64_t leaked_mems;
+	uint64_t mem_bytes;     /* bytes of client memory imported now */
+};
+
+/* LIST_DEVICES / LIST_CLIENTS / CLIENT_MAPS page through with start. */
+struct proto_list {
+	uint64_t session_id;  /* CLIENT_MAPS only, else 0 */
+	uint32_t start;
+	uint32_t reserved;
+};
+
+struct proto_list_rpy {
+	struct proto_status st;
+	uint32_t count;  /* entries in this reply */
+	uint32_t total;  /* entries in all */
+	/* entries[count] */
+};
+
+struct proto_dev_entry {
+	char name[PROTO_DEV_NAME_MAX];
+	uint32_t flags;
+	uint32_t granule_shift;
+	uint64_t dma_mask;
+	uint32_t domain;      /* index of the domain: devices sharing one share it */
+	uint32_t reserved;
+	struct proto_dev_stats stats;
+};
+
+struct proto_client_entry {
+	uint64_t session_id;
+	uint32_t pid;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t reserved;
+	uint64_t mems;
+	uint64_t mem_bytes;
+	uint64_t states;
+	uint64_t maps;
+	uint64_t linked_bytes;
+	uint64_t requests;
+};
+
+struct proto_map_entry {
+	uint32_t dev;         /* index in LIST_DEVICES order */
+	uint32_t kind;        /* 1 IOVA state, 2 streaming map */
+	uint64_t iova;
+	uint64_t size;
+	uint64_t linked_bytes;
+};
+
+/* ---- layout checks --------------------------------------------------------- */
+
+#define PROTO_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), #type " size")
+PROTO_CHECK(proto_hdr, 24);
+PROTO_CHECK(proto_status, 8);
+PROTO_CHECK(proto_hello, 16);
+PROTO_CHECK(proto_hello_rpy, 48);
+PROTO_CHECK(proto_dev_open, 32);
+PROTO_CHECK(proto_dev_open_rpy, 40);
+PROTO_CHECK(proto_dev_ref, 8);
+PROTO_CHECK(proto_dev_stats, 128);
+PROTO_CHECK(proto_dev_stats_rpy, 136);
+PROTO_CHECK(proto_mem_import, 16);
+PROTO_CHECK(proto_mem_import_rpy, 32);
+PROTO_CHECK(proto_mem_ref, 8);
+PROTO_CHECK(proto_iova_alloc, 24);
+PROTO_CHECK(proto_iova_alloc_rpy, 24);
+PROTO_CHECK(proto_op, 48);
+PROTO_CHECK(proto_batch, 8);
+PROTO_CHECK(proto_op_result, 16);
+PROTO_CHECK(proto_batch_rpy, 16);
+PROTO_CHECK(proto_dma, 16);
+PROTO_CHECK(proto_fault, 16);
+PROTO_CHECK(proto_dma_rpy, 24);
+PROTO_CHECK(proto_status_rpy, 96);
+PROTO_CHECK(proto_list, 16);
+PROTO_CHECK(proto_list_rpy, 16);
+PROTO_CHECK(proto_dev_entry, 184);
+PROTO_CHECK(proto_client_entry, 72);
+PROTO_CHECK(proto_map_entry, 32);
+_Static_assert(offsetof(struct proto_hdr, len) == 8, "hdr.len offset");
+_Static_assert(offsetof(struct proto_hdr, id) == 16, "hdr.id offset");
+_Static_assert(offsetof(struct proto_op, iova) == 8, "op.iova offset");
+_Static_assert(offsetof(struct proto_op, attrs) == 40, "op.attrs offset");
+_Static_assert(offsetof(struct proto_hello_rpy, session_id) == 24, "hello session_id offset");
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* Per-connection negotiated state the decoder checks frames against. */
+struct proto_limits {
+	uint16_t version;    /* 0 until HELLO: then only HELLO is accepted */
+	uint32_t max_frame;
+	uint32_t max_batch;
+};
+
+/* A decoded, validated request. Pointers point into the frame. */
+struct proto_req {
+	struct proto_hdr hdr;
+	union {
+		struct proto_hello hello;
+		struct proto_dev_open dev_open;
+		struct proto_dev_ref dev_ref;
+		struct proto_mem_import mem_import;
+		struct proto_mem_ref mem_ref;
+		struct proto_iova_alloc iova_alloc;
+		struct proto_batch batch;
+		struct proto_dma dma;
+		struct proto_list list;
+	} u;
+	const uint8_t *ops;       /* BATCH: count x struct proto_op, validated */
+	const uint8_t *data;      /* DMA_WRITE: len bytes */
+};
+
+/*
+ * proto_frame_len - how long the frame starting at buf is, from its first
+ * avail bytes. Return: the length (>= sizeof(hdr)), 0 if more bytes are
+ * needed to tell, -EMSGSIZE if the header claims a length outside
+ * [sizeof(hdr), max_frame], -EBADMSG on a bad magic.
+ */
+int64_t proto_frame_len(const void *buf, size_t avail, uint32_t max_frame);
+
+/*
+ * proto_decode_request - validate one complete request frame of len bytes,
+ * in this order: length bounds, header magic, version, type, exact length
+ * for the type, zeroed reserved fields, then field ranges (batch ops
+ * included). Never trusts a length and never asserts on input.
+ * Return: 0 with *ret filled; -EMSGSIZE (length bounds), -EBADMSG (magic,
+ * or a length that does not match the type), -EPROTONOSUPPORT (version, or
+ * anything but HELLO before HELLO), -ENOSYS (unknown type), -EINVAL
+ * (non-zero reserved field, or a field out of range).
+ */
+int proto_decode_request(const void *buf, size_t len, const struct proto_limits *lim,
+			 struct proto_req *ret);
+
+/* proto_op_get - op i of a decoded BATCH (already validated). */
+void proto_op_get(const struct proto_req *req, uint32_t i, struct proto_op *ret);
+
+/*
+ * proto_decode_reply - validate a reply frame's header against the request
+ * type it answers: magic, version, type == cmd | PROTO_RPY (or
+ * PROTO_RPY_ERROR), len within [min_len, max_frame].
+ * Return: 0, or -EBADMSG / -EMSGSIZE / -EPROTONOSUPPORT.
+ */
+int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
+		      uint16_t cmd, size_t min_len);
+
+/* proto_hdr_init - a header for a frame of len bytes. */
+void proto_hdr_init(struct proto_hdr *h, uint16_t version, uint16_t type, uint32_t len,
+		    uint64_t id);
+
+const char *proto_cmd_name(uint16_t type);
+
+#endif /* IOVAD_PROTO_H */
