@@ -163,10 +163,11 @@ static int check_ranges(const struct proto_req *r, const struct proto_limits *li
 		return 0;
 	}
 	case PROTO_CMD_DMA_READ: {
-		uint32_t room = lim->max_frame - (uint32_t)(sizeof(struct proto_hdr) +
-							    sizeof(struct proto_dma_rpy));
+		const uint32_t head = sizeof(struct proto_hdr) + sizeof(struct proto_dma_rpy);
+		uint32_t max = lim->max_frame < PROTO_FRAME_MAX ? lim->max_frame : PROTO_FRAME_MAX;
 
-		if (!r->u.dma.len || r->u.dma.len > room)
+		/* The reply must fit in a frame: header, status and fault, then the bytes. */
+		if (!r->u.dma.len || max < head || r->u.dma.len > max - head)
 			return -EINVAL;
 		return 0;
 	}
@@ -185,12 +186,12 @@ int proto_decode_request(const void *buf, size_t len, const struct proto_limits 
 	int32_t want;
 	int r;
 
-	/* 1. length bounds */
-	if (len < sizeof(ret->hdr) || len > lim->max_frame || len > PROTO_FRAME_MAX)
-		return -EMSGSIZE;
+	/* 1. length bounds; ret->hdr is filled first so an error reply can echo the id */
 	memset(ret, 0, sizeof(*ret));
+	if (len < sizeof(ret->hdr))
+		return -EMSGSIZE;
 	memcpy(&ret->hdr, b, sizeof(ret->hdr));
-	if (ret->hdr.len != len)
+	if (len > lim->max_frame || len > PROTO_FRAME_MAX || ret->hdr.len != len)
 		return -EMSGSIZE;
 	/* 2. header */
 	if (ret->hdr.magic != PROTO_MAGIC)
@@ -275,9 +276,16 @@ int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t ma
 		return -EBADMSG;
 	if (version && h.version != version)
 		return -EPROTONOSUPPORT;
-	if (h.type == PROTO_RPY_ERROR)
-		return 0;
-	if (h.type != (cmd | PROTO_RPY) || h.flags)
+	if (h.flags)
+		return -EBADMSG;
+	if (h.type == PROTO_RPY_ERROR) {
+		struct proto_status st;
+
+		/* An error frame always carries a failure. */
+		memcpy(&st, (const uint8_t *)buf + sizeof(h), sizeof(st));
+		return st.status < 0 ? 0 : -EBADMSG;
+	}
+	if (h.type != (cmd | PROTO_RPY))
 		return -EBADMSG;
 	/* A failed request may answer with the status alone. */
 	if (len < min_len) {

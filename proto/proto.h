@@ -396,7 +396,10 @@ int64_t proto_frame_len(const void *buf, size_t avail, uint32_t max_frame);
  * Return: 0 with *ret filled; -EMSGSIZE (length bounds), -EBADMSG (magic,
  * or a length that does not match the type), -EPROTONOSUPPORT (version, or
  * anything but HELLO before HELLO), -ENOSYS (unknown type), -EINVAL
- * (non-zero reserved field, or a field out of range).
+ * (non-zero reserved field, or a field out of range). On any error ret->hdr
+ * holds as much of the header as the frame had (zeros otherwise), so an
+ * error reply can echo the request's id. A BATCH count of 0 or above
+ * max_batch is -EBADMSG: the count decides the frame's length.
  */
 int proto_decode_request(const void *buf, size_t len, const struct proto_limits *lim,
 			 struct proto_req *ret);
@@ -405,9 +408,10 @@ int proto_decode_request(const void *buf, size_t len, const struct proto_limits 
 void proto_op_get(const struct proto_req *req, uint32_t i, struct proto_op *ret);
 
 /*
- * proto_decode_reply - validate a reply frame's header against the request
+ * proto_check_reply - validate a reply frame's header against the request
  * type it answers: magic, version, type == cmd | PROTO_RPY (or
- * PROTO_RPY_ERROR), len within [min_len, max_frame].
+ * PROTO_RPY_ERROR with a negative status), zero flags, len within
+ * [min_len, max_frame].
  * Return: 0, or -EBADMSG / -EMSGSIZE / -EPROTONOSUPPORT.
  */
 int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t max_frame,

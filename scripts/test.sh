@@ -2,8 +2,10 @@
 # The README's test command: install dependencies, build, and pass every test.
 #
 #   scripts/test.sh            all of it: release + ASan/UBSan builds, ctest in
-#                              both, then the unit tests again under valgrind
-#   scripts/test.sh release    one configuration only (also: asan, valgrind)
+#                              both (unit and integration, the latter on both
+#                              I/O backends), the unit tests again under
+#                              valgrind, and a bounded libFuzzer run
+#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
 set -uo pipefail
@@ -60,14 +62,26 @@ run_valgrind() {
 	rm -rf "$logs"
 }
 
+run_fuzz() {
+	# The protocol decoder under libFuzzer for a bounded time (FUZZ_SECONDS, default 60).
+	echo "== fuzz: proto decoder for ${FUZZ_SECONDS:-60} s"
+	if "$root/scripts/fuzz.sh"; then
+		passed=$((passed + 1))
+	else
+		echo "== fuzz: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_ctest asan; run_valgrind ;;
+all) run_ctest release; run_ctest asan; run_valgrind; run_fuzz ;;
 release | asan) run_ctest "$what" ;;
 valgrind) run_valgrind ;;
-*) echo "usage: $0 [all|release|asan|valgrind]" >&2; exit 2 ;;
+fuzz) run_fuzz ;;
+*) echo "usage: $0 [all|release|asan|valgrind|fuzz]" >&2; exit 2 ;;
 esac
 
 echo "tests: $passed passed, $failed failed"

@@ -1,0 +1,1280 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_proto.c - the wire protocol decoder: the fixed validation order and
+ * its errnos, every request type, batches, framing, reply checks, and a
+ * randomized robustness pass over mutated frames.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "proto.h"
+
+#define HDR sizeof(struct proto_hdr)
+#define BODY(t, f) (HDR + offsetof(t, f))
+#define FRAME_ID UINT64_C(0x1122334455667788)
+#define NOPS 7u /* ops in the canonical valid BATCH */
+
+/* Decoder limits: before HELLO, after HELLO, and a tight negotiation. */
+static const struct proto_limits lim0 = { 0, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim1 = { 1, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim_tight = { 1, PROTO_FRAME_MIN, 4 };
+
+/* Room for the largest frame plus slack for unaligned placement. */
+static uint8_t buf[PROTO_FRAME_MAX + 64];
+
+/* ---- frame building ------------------------------------------------------ */
+
+static void put16(uint8_t *b, size_t off, uint16_t v)
+{
+	memcpy(b + off, &v, sizeof(v));
+}
+
+static void put32(uint8_t *b, size_t off, uint32_t v)
+{
+	memcpy(b + off, &v, sizeof(v));
+}
+
+static void set_len(uint8_t *b, size_t len)
+{
+	put32(b, offsetof(struct proto_hdr, len), (uint32_t)len);
+}
+
+static size_t frame(uint8_t *b, uint16_t type, const void *body, size_t blen)
+{
+	struct proto_hdr h;
+
+	proto_hdr_init(&h, PROTO_VERSION, type, (uint32_t)(HDR + blen), FRAME_ID ^ type);
+	memcpy(b, &h, HDR);
+	if (blen)
+		memcpy(b + HDR, body, blen);
+	return HDR + blen;
+}
+
+static struct proto_op mkop(uint16_t opcode, uint8_t dir, uint64_t attrs)
+{
+	return (struct proto_op){ .opcode = opcode,
+				  .dir = dir,
+				  .dev = 1,
+				  .iova = UINT64_C(0x10000) * opcode,
+				  .phys = 0x200000,
+				  .offset = 0x1000,
+				  .size = 0x2000,
+				  .attrs = attrs };
+}
+
+/* A BATCH whose count field says count, carrying nops ops. */
+static size_t batch_frame(uint8_t *b, uint32_t count, uint32_t nops, uint32_t flags,
+			  const struct proto_op *ops)
+{
+	struct proto_batch bt = { .count = count, .flags = flags };
+	size_t len = HDR + sizeof(bt) + (size_t)nops * sizeof(struct proto_op);
+
+	frame(b, PROTO_CMD_BATCH, &bt, sizeof(bt));
+	if (nops)
+		memcpy(b + HDR + sizeof(bt), ops, (size_t)nops * sizeof(struct proto_op));
+	set_len(b, len);
+	return len;
+}
+
+/* n valid ops cycling through every opcode, direction and attribute. */
+static void valid_ops(struct proto_op *ops, uint32_t n)
+{
+	static const uint64_t attrs[] = { 0, 1u << 5, 1u << 10, 1u << 11, PROTO_ATTRS };
+
+	for (uint32_t i = 0; i < n; i++)
+		ops[i] = mkop((uint16_t)(1 + i % (PROTO_OP_MAX - 1)), (uint8_t)(i % 3),
+			      attrs[i % 5]);
+}
+
+/* The canonical valid frame of each request type. */
+static size_t valid_frame(uint8_t *b, uint16_t type)
+{
+	switch (type) {
+	case PROTO_CMD_HELLO: {
+		struct proto_hello h = { 1, 1, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT, 0 };
+
+		return frame(b, type, &h, sizeof(h));
+	}
+	case PROTO_CMD_DEV_OPEN: {
+		struct proto_dev_open d = { .name = "rxe0" };
+
+		return frame(b, type, &d, sizeof(d));
+	}
+	case PROTO_CMD_DEV_CLOSE:
+	case PROTO_CMD_DEV_STATS: {
+		struct proto_dev_ref d = { .dev = 3 };
+
+		return frame(b, type, &d, sizeof(d));
+	}
+	case PROTO_CMD_MEM_IMPORT: {
+		struct proto_mem_import m = { .offset = 0x1000, .size = 0x10000 };
+
+		return frame(b, type, &m, sizeof(m));
+	}
+	case PROTO_CMD_MEM_FREE: {
+		struct proto_mem_ref m = { .mem = 2 };
+
+		return frame(b, type, &m, sizeof(m));
+	}
+	case PROTO_CMD_IOVA_ALLOC: {
+		struct proto_iova_alloc a = { .dev = 1, .phys = 0x200123, .size = 0x5000 };
+
+		return frame(b, type, &a, sizeof(a));
+	}
+	case PROTO_CMD_BATCH: {
+		struct proto_op ops[NOPS];
+
+		valid_ops(ops, NOPS);
+		return batch_frame(b, NOPS, NOPS, PROTO_BATCH_STOP_ON_ERROR, ops);
+	}
+	case PROTO_CMD_DMA_READ: {
+		struct proto_dma d = { .dev = 1, .len = 512, .iova = 0xfff000 };
+
+		return frame(b, type, &d, sizeof(d));
+	}
+	case PROTO_CMD_DMA_WRITE: {
+		struct proto_dma d = { .dev = 1, .len = 13, .iova = 0xfff000 };
+		size_t len = frame(b, type, &d, sizeof(d));
+
+		memcpy(b + len, "hello, device", 13);
+		set_len(b, len + 13);
+		return len + 13;
+	}
+	case PROTO_CMD_STATUS:
+		return frame(b, type, NULL, 0);
+	case PROTO_CMD_LIST_DEVICES:
+	case PROTO_CMD_LIST_CLIENTS:
+	case PROTO_CMD_CLIENT_MAPS: {
+		struct proto_list l = { .start = 7 };
+
+		if (type == PROTO_CMD_CLIENT_MAPS)
+			l.session_id = 42;
+		return frame(b, type, &l, sizeof(l));
+	}
+	default:
+		cr_assert_fail("no valid frame for type %u", type);
+		return 0;
+	}
+}
+
+static int decode(const uint8_t *b, size_t len, const struct proto_limits *lim)
+{
+	struct proto_req req;
+
+	return proto_decode_request(b, len, lim, &req);
+}
+
+/* Fixed body length of a type, or -1 for BATCH and DMA_WRITE. */
+static long fixed_body(uint16_t type)
+{
+	switch (type) {
+	case PROTO_CMD_HELLO:
+		return sizeof(struct proto_hello);
+	case PROTO_CMD_DEV_OPEN:
+		return sizeof(struct proto_dev_open);
+	case PROTO_CMD_DEV_CLOSE:
+	case PROTO_CMD_DEV_STATS:
+		return sizeof(struct proto_dev_ref);
+	case PROTO_CMD_MEM_IMPORT:
+		return sizeof(struct proto_mem_import);
+	case PROTO_CMD_MEM_FREE:
+		return sizeof(struct proto_mem_ref);
+	case PROTO_CMD_IOVA_ALLOC:
+		return sizeof(struct proto_iova_alloc);
+	case PROTO_CMD_DMA_READ:
+		return sizeof(struct proto_dma);
+	case PROTO_CMD_STATUS:
+		return 0;
+	case PROTO_CMD_LIST_DEVICES:
+	case PROTO_CMD_LIST_CLIENTS:
+	case PROTO_CMD_CLIENT_MAPS:
+		return sizeof(struct proto_list);
+	default:
+		return -1;
+	}
+}
+
+/* ---- proto_frame_len ------------------------------------------------------ */
+
+Test(proto_frame_len, short_input_needs_more)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_HELLO);
+
+	cr_assert_eq(proto_frame_len(buf, 0, PROTO_FRAME_DEFAULT), 0);
+	cr_assert_eq(proto_frame_len(buf, 1, PROTO_FRAME_DEFAULT), 0);
+	cr_assert_eq(proto_frame_len(buf, HDR - 1, PROTO_FRAME_DEFAULT), 0);
+	/* Even a header that is already visibly bad needs all its bytes first. */
+	memset(buf, 0xff, HDR);
+	cr_assert_eq(proto_frame_len(buf, HDR - 1, PROTO_FRAME_DEFAULT), 0);
+	valid_frame(buf, PROTO_CMD_HELLO);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), (int64_t)len);
+}
+
+Test(proto_frame_len, reports_length_from_the_header_alone)
+{
+	valid_frame(buf, PROTO_CMD_DMA_WRITE);
+	set_len(buf, 5000); /* the body is not there yet: only the header is read */
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), 5000);
+	set_len(buf, HDR);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), (int64_t)HDR);
+	set_len(buf, PROTO_FRAME_DEFAULT);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), PROTO_FRAME_DEFAULT);
+}
+
+Test(proto_frame_len, oversize_and_undersize_len)
+{
+	valid_frame(buf, PROTO_CMD_STATUS);
+	set_len(buf, 0);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EMSGSIZE);
+	set_len(buf, HDR - 1);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EMSGSIZE);
+	set_len(buf, PROTO_FRAME_DEFAULT + 1);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EMSGSIZE);
+	set_len(buf, UINT32_MAX);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EMSGSIZE);
+	/* max_frame above the hard cap is clamped to it. */
+	set_len(buf, PROTO_FRAME_MAX);
+	cr_assert_eq(proto_frame_len(buf, HDR, UINT32_MAX), PROTO_FRAME_MAX);
+	set_len(buf, PROTO_FRAME_MAX + 1);
+	cr_assert_eq(proto_frame_len(buf, HDR, UINT32_MAX), -EMSGSIZE);
+}
+
+Test(proto_frame_len, bad_magic)
+{
+	valid_frame(buf, PROTO_CMD_STATUS);
+	put32(buf, 0, PROTO_MAGIC ^ 1);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EBADMSG);
+	put32(buf, 0, 0);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EBADMSG);
+	/* Length bounds are checked first, as in proto_decode_request. */
+	set_len(buf, 3);
+	cr_assert_eq(proto_frame_len(buf, HDR, PROTO_FRAME_DEFAULT), -EMSGSIZE);
+}
+
+Test(proto_frame_len, unaligned_offset)
+{
+	for (size_t off = 1; off < 8; off++) {
+		size_t len = valid_frame(buf + off, PROTO_CMD_IOVA_ALLOC);
+
+		cr_assert_eq(proto_frame_len(buf + off, len, PROTO_FRAME_DEFAULT), (int64_t)len);
+	}
+}
+
+/* ---- proto_decode_request: the validation order ---------------------------- */
+
+Test(proto_decode, length_bounds)
+{
+	struct proto_limits big = { 1, UINT32_MAX, PROTO_BATCH_MAX };
+	size_t len = valid_frame(buf, PROTO_CMD_DEV_STATS);
+
+	cr_assert_eq(decode(buf, 0, &lim1), -EMSGSIZE);
+	cr_assert_eq(decode(buf, HDR - 1, &lim1), -EMSGSIZE);
+	/* hdr.len must equal the frame's length, either way. */
+	cr_assert_eq(decode(buf, len - 1, &lim1), -EMSGSIZE);
+	cr_assert_eq(decode(buf, len + 1, &lim1), -EMSGSIZE);
+	set_len(buf, len + 8);
+	cr_assert_eq(decode(buf, len, &lim1), -EMSGSIZE);
+	/* Above the negotiated max_frame, and above the hard cap whatever was negotiated. */
+	len = valid_frame(buf, PROTO_CMD_DMA_WRITE);
+	put32(buf, BODY(struct proto_dma, len), PROTO_FRAME_DEFAULT + 1 - (uint32_t)len + 13);
+	set_len(buf, PROTO_FRAME_DEFAULT + 1);
+	cr_assert_eq(decode(buf, PROTO_FRAME_DEFAULT + 1, &lim1), -EMSGSIZE);
+	cr_assert_eq(decode(buf, PROTO_FRAME_DEFAULT + 1, &big), 0);
+	put32(buf, BODY(struct proto_dma, len), PROTO_FRAME_MAX + 1 - (uint32_t)len + 13);
+	set_len(buf, PROTO_FRAME_MAX + 1);
+	cr_assert_eq(decode(buf, PROTO_FRAME_MAX + 1, &big), -EMSGSIZE);
+	put32(buf, BODY(struct proto_dma, len), PROTO_FRAME_MAX - (uint32_t)len + 13);
+	set_len(buf, PROTO_FRAME_MAX);
+	cr_assert_eq(decode(buf, PROTO_FRAME_MAX, &big), 0);
+}
+
+Test(proto_decode, rejects_bad_magic)
+{
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		size_t len = valid_frame(buf, t);
+
+		put32(buf, 0, PROTO_MAGIC + 0x100);
+		cr_assert_eq(decode(buf, len, t == PROTO_CMD_HELLO ? &lim0 : &lim1), -EBADMSG, "%s",
+			     proto_cmd_name(t));
+	}
+}
+
+Test(proto_decode, length_beats_magic)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_STATUS);
+
+	put32(buf, 0, 0xdeadbeef);
+	set_len(buf, len + 1);
+	cr_assert_eq(decode(buf, len, &lim1), -EMSGSIZE);
+}
+
+Test(proto_decode, magic_beats_version_and_type)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_STATUS);
+
+	put32(buf, 0, 0);
+	put16(buf, offsetof(struct proto_hdr, type), 0x7777);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	cr_assert_eq(decode(buf, len, &lim0), -EBADMSG);
+	put16(buf, offsetof(struct proto_hdr, version), 9);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	cr_assert_eq(decode(buf, len, &lim0), -EBADMSG);
+}
+
+Test(proto_decode, rejects_wrong_version)
+{
+	static const uint16_t bad[] = { 0, 2, PROTO_VERSION_MAX + 1, 0xffff };
+	size_t len = valid_frame(buf, PROTO_CMD_DEV_CLOSE);
+
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put16(buf, offsetof(struct proto_hdr, version), bad[i]);
+		cr_assert_eq(decode(buf, len, &lim1), -EPROTONOSUPPORT, "version %u", bad[i]);
+	}
+	/* Before HELLO, HELLO itself must carry a version in range. */
+	len = valid_frame(buf, PROTO_CMD_HELLO);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put16(buf, offsetof(struct proto_hdr, version), bad[i]);
+		cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT, "version %u", bad[i]);
+	}
+}
+
+Test(proto_decode, version_beats_type)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_STATUS);
+
+	put16(buf, offsetof(struct proto_hdr, version), 2);
+	put16(buf, offsetof(struct proto_hdr, type), PROTO_CMD_MAX);
+	cr_assert_eq(decode(buf, len, &lim1), -EPROTONOSUPPORT);
+	put16(buf, offsetof(struct proto_hdr, type), 0);
+	cr_assert_eq(decode(buf, len, &lim1), -EPROTONOSUPPORT);
+}
+
+Test(proto_decode, rejects_unknown_type)
+{
+	static const uint16_t bad[] = {
+		0,
+		PROTO_CMD_MAX,
+		100,
+		PROTO_RPY | PROTO_CMD_HELLO,
+		PROTO_RPY | PROTO_CMD_STATUS,
+		PROTO_RPY_ERROR,
+	};
+	size_t len = valid_frame(buf, PROTO_CMD_STATUS);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put16(buf, offsetof(struct proto_hdr, type), bad[i]);
+		cr_assert_eq(decode(buf, len, &lim1), -ENOSYS, "type %#x", bad[i]);
+	}
+}
+
+Test(proto_decode, type_beats_length)
+{
+	/* A frame of an unknown type is -ENOSYS whatever its body. */
+	static const size_t bodies[] = { 0, 1, 7, 16, 100, 4000 };
+
+	memset(buf, 0xa5, sizeof(buf));
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		frame(buf, PROTO_CMD_MAX + 3, NULL, 0);
+		set_len(buf, HDR + bodies[i]);
+		put32(buf, offsetof(struct proto_hdr, flags), 1);
+		cr_assert_eq(decode(buf, HDR + bodies[i], &lim1), -ENOSYS, "body %zu", bodies[i]);
+	}
+}
+
+Test(proto_decode, length_beats_reserved)
+{
+	/* Wrong length and a non-zero hdr.flags: the length is checked first. */
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		const struct proto_limits *lim = t == PROTO_CMD_HELLO ? &lim0 : &lim1;
+		size_t len = valid_frame(buf, t);
+
+		put32(buf, offsetof(struct proto_hdr, flags), 1);
+		if (fixed_body(t) <= 0) { /* variable, or nothing to take away */
+			buf[len] = 0;
+			len++;
+		} else {
+			len--;
+		}
+		set_len(buf, len);
+		cr_assert_eq(decode(buf, len, lim), -EBADMSG, "%s", proto_cmd_name(t));
+	}
+}
+
+Test(proto_decode, reserved_beats_ranges)
+{
+	struct proto_hello h = { 3, 2, 0, 0, 1 }; /* bad versions and limits, reserved set */
+	size_t len = frame(buf, PROTO_CMD_HELLO, &h, sizeof(h));
+
+	cr_assert_eq(decode(buf, len, &lim0), -EINVAL);
+	put32(buf, BODY(struct proto_hello, reserved), 0);
+	cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT);
+	/* hdr.flags is a reserved field too. */
+	put32(buf, offsetof(struct proto_hdr, flags), 1);
+	cr_assert_eq(decode(buf, len, &lim0), -EINVAL);
+}
+
+Test(proto_decode, only_hello_before_hello)
+{
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		size_t len = valid_frame(buf, t);
+
+		cr_assert_eq(decode(buf, len, &lim0), t == PROTO_CMD_HELLO ? 0 : -EPROTONOSUPPORT,
+			     "%s before HELLO", proto_cmd_name(t));
+	}
+	/* Unknown types too: "anything but HELLO" wins over -ENOSYS. */
+	frame(buf, 0, NULL, 0);
+	cr_assert_eq(decode(buf, HDR, &lim0), -EPROTONOSUPPORT);
+	frame(buf, PROTO_CMD_MAX, NULL, 0);
+	cr_assert_eq(decode(buf, HDR, &lim0), -EPROTONOSUPPORT);
+}
+
+Test(proto_decode, hello_after_hello_still_decodes)
+{
+	/* A second HELLO is well formed: the daemon answers it -EALREADY. */
+	size_t len = valid_frame(buf, PROTO_CMD_HELLO);
+
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+}
+
+/* ---- every request type ------------------------------------------------------ */
+
+Test(proto_decode, accepts_every_request_type)
+{
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		const struct proto_limits *lim = t == PROTO_CMD_HELLO ? &lim0 : &lim1;
+		size_t len = valid_frame(buf, t);
+		struct proto_req req;
+		long fb = fixed_body(t);
+
+		memset(&req, 0xcc, sizeof(req));
+		cr_assert_eq(proto_decode_request(buf, len, lim, &req), 0, "%s", proto_cmd_name(t));
+		cr_assert_eq(req.hdr.magic, PROTO_MAGIC);
+		cr_assert_eq(req.hdr.type, t);
+		cr_assert_eq(req.hdr.len, len);
+		cr_assert_eq(req.hdr.id, FRAME_ID ^ t);
+		if (fb >= 0)
+			cr_assert_eq(memcmp(&req.u, buf + HDR, (size_t)fb), 0, "%s body",
+				     proto_cmd_name(t));
+		if (t == PROTO_CMD_BATCH) {
+			cr_assert_eq(req.ops, buf + HDR + sizeof(struct proto_batch));
+			cr_assert_eq(req.u.batch.count, NOPS);
+			cr_assert_eq(req.u.batch.flags, PROTO_BATCH_STOP_ON_ERROR);
+		} else {
+			cr_assert_null(req.ops, "%s", proto_cmd_name(t));
+		}
+		if (t == PROTO_CMD_DMA_WRITE) {
+			cr_assert_eq(req.data, buf + HDR + sizeof(struct proto_dma));
+			cr_assert_eq(req.u.dma.len, 13);
+			cr_assert_eq(memcmp(req.data, "hello, device", 13), 0);
+		} else {
+			cr_assert_null(req.data, "%s", proto_cmd_name(t));
+		}
+	}
+}
+
+Test(proto_decode, decodes_from_an_exactly_sized_heap_buffer)
+{
+	/* Under ASan or valgrind, any read past the frame is caught here. */
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		size_t len = valid_frame(buf, t);
+		uint8_t *p = malloc(len);
+
+		cr_assert_not_null(p);
+		memcpy(p, buf, len);
+		cr_assert_eq(proto_frame_len(p, len, PROTO_FRAME_DEFAULT), (int64_t)len);
+		cr_assert_eq(decode(p, len, t == PROTO_CMD_HELLO ? &lim0 : &lim1), 0, "%s",
+			     proto_cmd_name(t));
+		free(p);
+	}
+}
+
+Test(proto_decode, unaligned_buffer_offsets)
+{
+	for (size_t off = 1; off < 8; off++) {
+		for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+			size_t len = valid_frame(buf + off, t);
+			struct proto_req req;
+
+			cr_assert_eq(proto_decode_request(buf + off, len,
+							  t == PROTO_CMD_HELLO ? &lim0 : &lim1,
+							  &req),
+				     0, "%s at +%zu", proto_cmd_name(t), off);
+			cr_assert_eq(req.hdr.id, FRAME_ID ^ t);
+		}
+		/* And the ops of a BATCH read back right from there. */
+		{
+			struct proto_op ops[NOPS], got;
+			struct proto_req req;
+			size_t len = valid_frame(buf + off, PROTO_CMD_BATCH);
+
+			valid_ops(ops, NOPS);
+			cr_assert_eq(proto_decode_request(buf + off, len, &lim1, &req), 0);
+			for (uint32_t i = 0; i < NOPS; i++) {
+				proto_op_get(&req, i, &got);
+				cr_assert_eq(memcmp(&got, &ops[i], sizeof(got)), 0, "op %u", i);
+			}
+		}
+	}
+}
+
+Test(proto_decode, rejects_wrong_length_for_fixed_types)
+{
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		const struct proto_limits *lim = t == PROTO_CMD_HELLO ? &lim0 : &lim1;
+		long fb = fixed_body(t);
+		size_t len;
+
+		if (fb < 0)
+			continue;
+		len = valid_frame(buf, t);
+		buf[len] = 0;
+		set_len(buf, len + 1);
+		cr_assert_eq(decode(buf, len + 1, lim), -EBADMSG, "%s + 1", proto_cmd_name(t));
+		set_len(buf, len + 8);
+		memset(buf + len, 0, 8);
+		cr_assert_eq(decode(buf, len + 8, lim), -EBADMSG, "%s + 8", proto_cmd_name(t));
+		if (fb == 0)
+			continue;
+		set_len(buf, len - 1);
+		cr_assert_eq(decode(buf, len - 1, lim), -EBADMSG, "%s - 1", proto_cmd_name(t));
+		set_len(buf, HDR);
+		cr_assert_eq(decode(buf, HDR, lim), -EBADMSG, "%s empty", proto_cmd_name(t));
+	}
+}
+
+Test(proto_decode, rejects_nonzero_hdr_flags)
+{
+	static const uint32_t flags[] = { 1, 0x100, 0x80000000u };
+
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		const struct proto_limits *lim = t == PROTO_CMD_HELLO ? &lim0 : &lim1;
+
+		for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+			size_t len = valid_frame(buf, t);
+
+			put32(buf, offsetof(struct proto_hdr, flags), flags[i]);
+			cr_assert_eq(decode(buf, len, lim), -EINVAL, "%s flags %#x",
+				     proto_cmd_name(t), flags[i]);
+		}
+	}
+}
+
+Test(proto_decode, rejects_nonzero_reserved)
+{
+	static const struct {
+		uint16_t type;
+		size_t off;
+		unsigned int width;
+	} fields[] = {
+		{ PROTO_CMD_HELLO, BODY(struct proto_hello, reserved), 4 },
+		{ PROTO_CMD_DEV_CLOSE, BODY(struct proto_dev_ref, reserved), 4 },
+		{ PROTO_CMD_DEV_STATS, BODY(struct proto_dev_ref, reserved), 4 },
+		{ PROTO_CMD_MEM_FREE, BODY(struct proto_mem_ref, reserved), 4 },
+		{ PROTO_CMD_IOVA_ALLOC, BODY(struct proto_iova_alloc, reserved), 4 },
+		{ PROTO_CMD_LIST_DEVICES, BODY(struct proto_list, reserved), 4 },
+		{ PROTO_CMD_LIST_CLIENTS, BODY(struct proto_list, reserved), 4 },
+		{ PROTO_CMD_CLIENT_MAPS, BODY(struct proto_list, reserved), 4 },
+		/* session_id is meaningful for CLIENT_MAPS only */
+		{ PROTO_CMD_LIST_DEVICES, BODY(struct proto_list, session_id), 8 },
+		{ PROTO_CMD_LIST_CLIENTS, BODY(struct proto_list, session_id), 8 },
+		{ PROTO_CMD_BATCH, BODY(struct proto_batch, flags), 4 },
+	};
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		uint16_t t = fields[i].type;
+		const struct proto_limits *lim = t == PROTO_CMD_HELLO ? &lim0 : &lim1;
+
+		for (unsigned int byte = 0; byte < fields[i].width; byte++) {
+			size_t len = valid_frame(buf, t);
+
+			cr_assert_eq(decode(buf, len, lim), 0);
+			/* BATCH flags: only the STOP_ON_ERROR bit is defined. */
+			buf[fields[i].off + byte] |= t == PROTO_CMD_BATCH ? 0x02 : 0x01;
+			cr_assert_eq(decode(buf, len, lim), -EINVAL, "%s field at %zu byte %u",
+				     proto_cmd_name(t), fields[i].off, byte);
+		}
+	}
+}
+
+Test(proto_decode, batch_flags)
+{
+	struct proto_op ops[2];
+	size_t len;
+
+	valid_ops(ops, 2);
+	len = batch_frame(buf, 2, 2, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	len = batch_frame(buf, 2, 2, PROTO_BATCH_STOP_ON_ERROR, ops);
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	len = batch_frame(buf, 2, 2, PROTO_BATCH_STOP_ON_ERROR | 0x80000000u, ops);
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+}
+
+/* ---- field ranges -------------------------------------------------------------- */
+
+Test(proto_decode, hello_ranges)
+{
+	static const struct {
+		struct proto_hello h;
+		int want;
+	} cases[] = {
+		{ { 1, 1, PROTO_FRAME_MIN, 1, 0 }, 0 },
+		{ { 0, 1, PROTO_FRAME_MAX, PROTO_BATCH_MAX, 0 }, 0 },
+		{ { 1, 0xffff, UINT32_MAX, UINT32_MAX, 0 }, 0 }, /* the daemon takes the min */
+		{ { 2, 1, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
+		{ { 0, 0, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* below ours */
+		{ { PROTO_VERSION_MAX + 1, 9, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 1, 1, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL },
+		{ { 1, 1, 0, 1, 0 }, -EINVAL },
+		{ { 1, 1, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = frame(buf, PROTO_CMD_HELLO, &cases[i].h, sizeof(cases[i].h));
+
+		cr_assert_eq(decode(buf, len, &lim0), cases[i].want, "case %zu", i);
+	}
+}
+
+Test(proto_decode, dev_open_names)
+{
+	struct proto_dev_open d;
+	size_t len;
+
+	/* 31 characters and the NUL: the longest name. */
+	memset(&d, 0, sizeof(d));
+	memset(d.name, 'a', PROTO_DEV_NAME_MAX - 1);
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	/* Not NUL-terminated. */
+	memset(d.name, 'a', PROTO_DEV_NAME_MAX);
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+	/* Empty. */
+	memset(&d, 0, sizeof(d));
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+	/* Garbage after the NUL, right after it and in the last byte. */
+	strcpy(d.name, "rxe0");
+	d.name[5] = 'x';
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+	d.name[5] = 0;
+	d.name[PROTO_DEV_NAME_MAX - 1] = 1;
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+	/* Empty, with garbage behind the leading NUL. */
+	memset(&d, 0, sizeof(d));
+	d.name[1] = 'x';
+	len = frame(buf, PROTO_CMD_DEV_OPEN, &d, sizeof(d));
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+}
+
+Test(proto_decode, mem_import_ranges)
+{
+	static const struct {
+		struct proto_mem_import m;
+		int want;
+	} cases[] = {
+		{ { 0, 1 }, 0 },
+		{ { 0, 0 }, -EINVAL },
+		{ { 0x1000, 0 }, -EINVAL },
+		{ { UINT64_MAX - 0x1000, 0x1000 }, 0 },	     /* ends at 2^64 - 1 */
+		{ { UINT64_MAX - 0xfff, 0x1000 }, -EINVAL }, /* wraps to 0 */
+		{ { 0x1000, UINT64_MAX }, -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = frame(buf, PROTO_CMD_MEM_IMPORT, &cases[i].m, sizeof(cases[i].m));
+
+		cr_assert_eq(decode(buf, len, &lim1), cases[i].want, "case %zu", i);
+	}
+}
+
+/* ---- BATCH -------------------------------------------------------------------------- */
+
+Test(proto_decode, batch_count_zero)
+{
+	size_t len = batch_frame(buf, 0, 0, 0, NULL);
+
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+}
+
+Test(proto_decode, batch_count_above_max_batch)
+{
+	static struct proto_op ops[PROTO_BATCH_DEFAULT + 1];
+	size_t len;
+
+	valid_ops(ops, PROTO_BATCH_DEFAULT + 1);
+	len = batch_frame(buf, PROTO_BATCH_DEFAULT, PROTO_BATCH_DEFAULT, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	/* One more, with the length to match: over the negotiated limit. */
+	len = batch_frame(buf, PROTO_BATCH_DEFAULT + 1, PROTO_BATCH_DEFAULT + 1, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	/* The tight negotiation: 4 ops. */
+	len = batch_frame(buf, 4, 4, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim_tight), 0);
+	len = batch_frame(buf, 5, 5, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim_tight), -EBADMSG);
+}
+
+Test(proto_decode, batch_count_above_hard_cap)
+{
+	/* Even if a caller's limits allow more, PROTO_BATCH_MAX caps a batch. */
+	static struct proto_op ops[PROTO_BATCH_MAX + 1];
+	struct proto_limits lim = { 1, PROTO_FRAME_MAX, UINT32_MAX };
+	size_t len;
+
+	valid_ops(ops, PROTO_BATCH_MAX + 1);
+	len = batch_frame(buf, PROTO_BATCH_MAX, PROTO_BATCH_MAX, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim), 0);
+	len = batch_frame(buf, PROTO_BATCH_MAX + 1, PROTO_BATCH_MAX + 1, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim), -EBADMSG);
+	len = batch_frame(buf, UINT32_MAX, 2, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim), -EBADMSG);
+}
+
+Test(proto_decode, batch_length_mismatch)
+{
+	struct proto_op ops[4];
+	size_t len;
+
+	valid_ops(ops, 4);
+	len = batch_frame(buf, 3, 3, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), 0);
+	len = batch_frame(buf, 3, 2, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	len = batch_frame(buf, 3, 4, 0, ops);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	/* One byte short or long of whole ops. */
+	len = batch_frame(buf, 3, 3, 0, ops);
+	set_len(buf, len - 1);
+	cr_assert_eq(decode(buf, len - 1, &lim1), -EBADMSG);
+	buf[len] = 0;
+	set_len(buf, len + 1);
+	cr_assert_eq(decode(buf, len + 1, &lim1), -EBADMSG);
+	/* Too short for even the batch header. */
+	frame(buf, PROTO_CMD_BATCH, "\1\0\0\0", 4);
+	cr_assert_eq(decode(buf, HDR + 4, &lim1), -EBADMSG);
+	frame(buf, PROTO_CMD_BATCH, NULL, 0);
+	cr_assert_eq(decode(buf, HDR, &lim1), -EBADMSG);
+}
+
+Test(proto_decode, batch_accepts_every_valid_op)
+{
+	static const uint64_t attrs[] = { 0, 1u << 5, 1u << 10, 1u << 11, PROTO_ATTRS };
+	struct proto_op ops[3];
+
+	valid_ops(ops, 3);
+	for (uint16_t oc = 1; oc < PROTO_OP_MAX; oc++) {
+		for (uint8_t dir = 0; dir <= PROTO_DIR_MAX; dir++) {
+			for (size_t a = 0; a < sizeof(attrs) / sizeof(attrs[0]); a++) {
+				size_t len;
+
+				ops[1] = mkop(oc, dir, attrs[a]);
+				len = batch_frame(buf, 3, 3, 0, ops);
+				cr_assert_eq(decode(buf, len, &lim1), 0, "op %u dir %u attrs %#lx",
+					     oc, dir, (unsigned long)attrs[a]);
+			}
+		}
+	}
+}
+
+Test(proto_decode, batch_bad_op_in_the_middle)
+{
+	struct proto_op bad[12];
+	struct proto_op ops[5];
+	size_t nbad = 0;
+
+	bad[nbad++] = mkop(0, 0, 0);
+	bad[nbad++] = mkop(PROTO_OP_MAX, 0, 0);
+	bad[nbad++] = mkop(0xffff, 0, 0);
+	bad[nbad++] = mkop(PROTO_OP_LINK, PROTO_DIR_MAX + 1, 0);
+	bad[nbad++] = mkop(PROTO_OP_LINK, 0xff, 0);
+	bad[nbad] = mkop(PROTO_OP_SYNC, 0, 0);
+	bad[nbad++].reserved = 1;
+	bad[nbad] = mkop(PROTO_OP_SYNC, 0, 0);
+	bad[nbad++].reserved = 0x80;
+	bad[nbad++] = mkop(PROTO_OP_MAP, 1, 1);			/* attrs bit 0 */
+	bad[nbad++] = mkop(PROTO_OP_MAP, 1, 1u << 6);		/* next to a known bit */
+	bad[nbad++] = mkop(PROTO_OP_MAP, 1, UINT64_C(1) << 63); /* above 32 bits */
+	bad[nbad++] = mkop(PROTO_OP_UNMAP, 2, PROTO_ATTRS | (1u << 12));
+	cr_assert_leq(nbad, sizeof(bad) / sizeof(bad[0]));
+
+	for (size_t i = 0; i < nbad; i++) {
+		for (uint32_t pos = 0; pos < 5; pos++) {
+			size_t len;
+
+			valid_ops(ops, 5);
+			len = batch_frame(buf, 5, 5, PROTO_BATCH_STOP_ON_ERROR, ops);
+			cr_assert_eq(decode(buf, len, &lim1), 0);
+			ops[pos] = bad[i];
+			len = batch_frame(buf, 5, 5, PROTO_BATCH_STOP_ON_ERROR, ops);
+			cr_assert_eq(decode(buf, len, &lim1), -EINVAL, "bad op %zu at %u", i, pos);
+		}
+	}
+}
+
+Test(proto_decode, op_get_reads_each_op)
+{
+	struct proto_op ops[NOPS], got;
+	struct proto_req req;
+	size_t len;
+
+	valid_ops(ops, NOPS);
+	for (uint32_t i = 0; i < NOPS; i++)
+		ops[i].size = 0x1000 * (i + 1);
+	len = batch_frame(buf, NOPS, NOPS, 0, ops);
+	cr_assert_eq(proto_decode_request(buf, len, &lim1, &req), 0);
+	for (uint32_t i = 0; i < NOPS; i++) {
+		proto_op_get(&req, i, &got);
+		cr_assert_eq(got.opcode, ops[i].opcode);
+		cr_assert_eq(got.size, 0x1000 * (i + 1));
+		cr_assert_eq(memcmp(&got, &ops[i], sizeof(got)), 0, "op %u", i);
+	}
+}
+
+/* ---- DMA_READ / DMA_WRITE ----------------------------------------------------------- */
+
+Test(proto_decode, dma_write_length)
+{
+	struct proto_dma d = { .dev = 1, .len = 8, .iova = 0x1000 };
+	size_t len = frame(buf, PROTO_CMD_DMA_WRITE, &d, sizeof(d));
+
+	memset(buf + len, 0x5a, 16);
+	set_len(buf, len + 8);
+	cr_assert_eq(decode(buf, len + 8, &lim1), 0);
+	set_len(buf, len + 7);
+	cr_assert_eq(decode(buf, len + 7, &lim1), -EBADMSG);
+	set_len(buf, len + 9);
+	cr_assert_eq(decode(buf, len + 9, &lim1), -EBADMSG);
+	set_len(buf, len);
+	cr_assert_eq(decode(buf, len, &lim1), -EBADMSG);
+	/* A length that would wrap a 32-bit sum. */
+	put32(buf, BODY(struct proto_dma, len), UINT32_MAX);
+	set_len(buf, len + 8);
+	cr_assert_eq(decode(buf, len + 8, &lim1), -EBADMSG);
+	/* Too short for the dma header. */
+	set_len(buf, HDR + sizeof(d) - 1);
+	cr_assert_eq(decode(buf, HDR + sizeof(d) - 1, &lim1), -EBADMSG);
+}
+
+Test(proto_decode, dma_write_len_zero)
+{
+	struct proto_dma d = { .dev = 1, .len = 0, .iova = 0x1000 };
+	size_t len = frame(buf, PROTO_CMD_DMA_WRITE, &d, sizeof(d));
+
+	cr_assert_eq(decode(buf, len, &lim1), -EINVAL);
+}
+
+Test(proto_decode, dma_write_fills_the_frame)
+{
+	uint32_t room = PROTO_FRAME_DEFAULT - (uint32_t)(HDR + sizeof(struct proto_dma));
+	struct proto_dma d = { .dev = 1, .len = room, .iova = 0x1000 };
+	size_t len = frame(buf, PROTO_CMD_DMA_WRITE, &d, sizeof(d));
+
+	set_len(buf, len + room);
+	cr_assert_eq(decode(buf, len + room, &lim1), 0);
+}
+
+Test(proto_decode, dma_read_len_bounds)
+{
+	static const struct proto_limits *lims[] = { &lim1, &lim_tight };
+
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t room = lims[i]->max_frame - (uint32_t)(HDR + sizeof(struct proto_dma_rpy));
+		struct proto_dma d = { .dev = 1, .len = room, .iova = 0x1000 };
+		size_t len = frame(buf, PROTO_CMD_DMA_READ, &d, sizeof(d));
+
+		/* The reply, header and data, must fit in max_frame. */
+		cr_assert_eq(decode(buf, len, lims[i]), 0, "max_frame %u", lims[i]->max_frame);
+		put32(buf, BODY(struct proto_dma, len), room + 1);
+		cr_assert_eq(decode(buf, len, lims[i]), -EINVAL);
+		put32(buf, BODY(struct proto_dma, len), UINT32_MAX);
+		cr_assert_eq(decode(buf, len, lims[i]), -EINVAL);
+		put32(buf, BODY(struct proto_dma, len), 0);
+		cr_assert_eq(decode(buf, len, lims[i]), -EINVAL);
+		put32(buf, BODY(struct proto_dma, len), 1);
+		cr_assert_eq(decode(buf, len, lims[i]), 0);
+	}
+}
+
+/* ---- proto_check_reply ------------------------------------------------------------------ */
+
+static size_t reply_frame(uint8_t *b, uint16_t type, int32_t status, size_t blen)
+{
+	struct proto_hdr h;
+	struct proto_status st = { .status = status };
+
+	proto_hdr_init(&h, PROTO_VERSION, type, (uint32_t)(HDR + blen), 77);
+	memcpy(b, &h, HDR);
+	memset(b + HDR, 0, blen);
+	memcpy(b + HDR, &st, sizeof(st));
+	return HDR + blen;
+}
+
+#define RPY_OPEN (HDR + sizeof(struct proto_dev_open_rpy))
+
+Test(proto_check_reply, right_type)
+{
+	size_t len = reply_frame(buf, PROTO_CMD_DEV_OPEN | PROTO_RPY, 0,
+				 sizeof(struct proto_dev_open_rpy));
+
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		0);
+	/* Version 0: before HELLO's reply, any version is taken. */
+	put16(buf, offsetof(struct proto_hdr, version), 7);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		0);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EPROTONOSUPPORT);
+	/* Longer than min_len is fine: DMA_READ and lists carry data. */
+	len = reply_frame(buf, PROTO_CMD_DMA_READ | PROTO_RPY, 0,
+			  sizeof(struct proto_dma_rpy) + 64);
+	cr_assert_eq(proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DMA_READ,
+				       HDR + sizeof(struct proto_dma_rpy)),
+		     0);
+}
+
+Test(proto_check_reply, rpy_error_accepted)
+{
+	size_t len = reply_frame(buf, PROTO_RPY_ERROR, -EMSGSIZE, sizeof(struct proto_status));
+
+	cr_assert_eq(proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_BATCH,
+				       HDR + sizeof(struct proto_batch_rpy)),
+		     0);
+	cr_assert_eq(proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_HELLO,
+				       HDR + sizeof(struct proto_hello_rpy)),
+		     0);
+}
+
+Test(proto_check_reply, wrong_type)
+{
+	size_t len = reply_frame(buf, PROTO_CMD_DEV_CLOSE | PROTO_RPY, 0,
+				 sizeof(struct proto_dev_open_rpy));
+
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EBADMSG);
+	/* The request's own type, without the reply bit. */
+	put16(buf, offsetof(struct proto_hdr, type), PROTO_CMD_DEV_OPEN);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EBADMSG);
+	/* Right type, but a reserved header flag. */
+	put16(buf, offsetof(struct proto_hdr, type), PROTO_CMD_DEV_OPEN | PROTO_RPY);
+	put32(buf, offsetof(struct proto_hdr, flags), 4);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EBADMSG);
+}
+
+Test(proto_check_reply, short_reply_with_negative_status_accepted)
+{
+	size_t len = reply_frame(buf, PROTO_CMD_DEV_OPEN | PROTO_RPY, -ENODEV,
+				 sizeof(struct proto_status));
+
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		0);
+}
+
+Test(proto_check_reply, short_reply_with_status_zero_rejected)
+{
+	size_t len =
+		reply_frame(buf, PROTO_CMD_DEV_OPEN | PROTO_RPY, 0, sizeof(struct proto_status));
+
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EBADMSG);
+	len = reply_frame(buf, PROTO_CMD_DEV_OPEN | PROTO_RPY, 5, sizeof(struct proto_status));
+	cr_assert_eq(
+		proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_DEV_OPEN, RPY_OPEN),
+		-EBADMSG);
+}
+
+Test(proto_check_reply, frame_checks)
+{
+	size_t len =
+		reply_frame(buf, PROTO_CMD_STATUS | PROTO_RPY, 0, sizeof(struct proto_status_rpy));
+	size_t min = HDR + sizeof(struct proto_status_rpy);
+
+	/* Shorter than a header and a status. */
+	cr_assert_eq(proto_check_reply(buf, HDR + 7, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_STATUS, min),
+		     -EMSGSIZE);
+	/* hdr.len disagrees with the frame. */
+	cr_assert_eq(proto_check_reply(buf, len - 8, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_STATUS, min),
+		     -EMSGSIZE);
+	/* Longer than max_frame. */
+	cr_assert_eq(proto_check_reply(buf, len, 1, (uint32_t)len - 1, PROTO_CMD_STATUS, min),
+		     -EMSGSIZE);
+	cr_assert_eq(proto_check_reply(buf, len, 1, (uint32_t)len, PROTO_CMD_STATUS, min), 0);
+	/* Bad magic. */
+	put32(buf, 0, ~PROTO_MAGIC);
+	cr_assert_eq(proto_check_reply(buf, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_STATUS, min),
+		     -EBADMSG);
+	/* And from an unaligned offset. */
+	len = reply_frame(buf + 3, PROTO_CMD_STATUS | PROTO_RPY, 0,
+			  sizeof(struct proto_status_rpy));
+	cr_assert_eq(proto_check_reply(buf + 3, len, 1, PROTO_FRAME_DEFAULT, PROTO_CMD_STATUS, min),
+		     0);
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+Test(proto_misc, cmd_names_and_hdr_init)
+{
+	struct proto_hdr h;
+
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_HELLO), "HELLO");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_CLIENT_MAPS), "CLIENT_MAPS");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_BATCH | PROTO_RPY), "BATCH");
+	cr_assert_str_eq(proto_cmd_name(PROTO_RPY_ERROR), "ERROR");
+	cr_assert_str_eq(proto_cmd_name(0), "UNKNOWN");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_MAX), "UNKNOWN");
+	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++)
+		cr_assert_str_neq(proto_cmd_name(t), "UNKNOWN");
+	memset(&h, 0xff, sizeof(h));
+	proto_hdr_init(&h, 1, PROTO_CMD_STATUS, 24, 99);
+	cr_assert_eq(h.magic, PROTO_MAGIC);
+	cr_assert_eq(h.version, 1);
+	cr_assert_eq(h.type, PROTO_CMD_STATUS);
+	cr_assert_eq(h.len, 24);
+	cr_assert_eq(h.flags, 0);
+	cr_assert_eq(h.id, 99);
+}
+
+/* ---- randomized robustness -------------------------------------------------------------- */
+
+struct rng {
+	uint64_t s;
+};
+
+static uint64_t rnd(struct rng *r)
+{
+	/* splitmix64 */
+	uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+static uint32_t rnd_below(struct rng *r, uint32_t n)
+{
+	return (uint32_t)(rnd(r) % n);
+}
+
+static bool documented(int r)
+{
+	return r == 0 || r == -EMSGSIZE || r == -EBADMSG || r == -EPROTONOSUPPORT || r == -ENOSYS ||
+	       r == -EINVAL;
+}
+
+/* What a successful decode promises, checked against the frame it came from. */
+static void check_decoded(const uint8_t *b, size_t len, const struct proto_limits *lim,
+			  const struct proto_req *req)
+{
+	cr_assert_eq(req->hdr.len, len);
+	cr_assert_eq(req->hdr.magic, PROTO_MAGIC);
+	cr_assert_eq(req->hdr.flags, 0);
+	cr_assert(req->hdr.type >= PROTO_CMD_HELLO && req->hdr.type < PROTO_CMD_MAX);
+	if (!lim->version)
+		cr_assert_eq(req->hdr.type, PROTO_CMD_HELLO);
+	else
+		cr_assert_eq(req->hdr.version, lim->version);
+	if (req->hdr.type == PROTO_CMD_BATCH) {
+		uint32_t n = req->u.batch.count;
+
+		cr_assert(n >= 1 && n <= lim->max_batch && n <= PROTO_BATCH_MAX);
+		cr_assert_eq(req->ops + (size_t)n * sizeof(struct proto_op), b + len);
+		for (uint32_t i = 0; i < n; i++) {
+			struct proto_op op;
+
+			proto_op_get(req, i, &op);
+			cr_assert(op.opcode >= 1 && op.opcode < PROTO_OP_MAX);
+			cr_assert(op.dir <= PROTO_DIR_MAX && !op.reserved);
+			cr_assert_eq(op.attrs & ~(uint64_t)PROTO_ATTRS, 0);
+		}
+	}
+	if (req->hdr.type == PROTO_CMD_DMA_WRITE)
+		cr_assert_eq(req->data + req->u.dma.len, b + len);
+	if (req->hdr.type == PROTO_CMD_DMA_READ)
+		cr_assert_leq(HDR + sizeof(struct proto_dma_rpy) + req->u.dma.len, lim->max_frame);
+	if (req->hdr.type == PROTO_CMD_DEV_OPEN)
+		cr_assert(req->u.dev_open.name[0] &&
+			  memchr(req->u.dev_open.name, 0, PROTO_DEV_NAME_MAX));
+}
+
+static const uint32_t interesting[] = {
+	0,
+	1,
+	2,
+	7,
+	8,
+	15,
+	16,
+	23,
+	24,
+	25,
+	40,
+	48,
+	255,
+	256,
+	257,
+	1023,
+	1024,
+	1025,
+	4095,
+	4096,
+	PROTO_FRAME_DEFAULT - 48,
+	PROTO_FRAME_DEFAULT - 47,
+	PROTO_FRAME_DEFAULT,
+	PROTO_FRAME_DEFAULT + 1,
+	PROTO_FRAME_MAX,
+	0x7fffffff,
+	0x80000000u,
+	UINT32_MAX,
+};
+
+static uint32_t pick_interesting(struct rng *r)
+{
+	return interesting[rnd_below(r, sizeof(interesting) / sizeof(interesting[0]))];
+}
+
+static void robustness(uint64_t seed, unsigned int iters)
+{
+	static const struct proto_limits *lims[] = { &lim0, &lim1, &lim_tight };
+	struct rng rng = { seed };
+	uint64_t hits[6] = { 0 }; /* 0, EMSGSIZE, EBADMSG, EPROTONOSUPPORT, ENOSYS, EINVAL */
+	static uint8_t src[PROTO_FRAME_MAX];
+
+	for (unsigned int it = 0; it < iters; it++) {
+		uint16_t t = (uint16_t)(PROTO_CMD_HELLO + rnd_below(&rng, PROTO_CMD_MAX - 1));
+		const struct proto_limits *lim = lims[rnd_below(&rng, 3)];
+		size_t len = valid_frame(src, t), cap, off = rnd_below(&rng, 8);
+		unsigned int nmut = 1 + rnd_below(&rng, 4);
+		struct proto_req req;
+		uint8_t *p;
+		int64_t fl;
+		int r;
+
+		/* Mostly the HELLO-state that lets the type through. */
+		if (rnd_below(&rng, 4))
+			lim = t == PROTO_CMD_HELLO ? &lim0 : lims[1 + rnd_below(&rng, 2)];
+		for (unsigned int m = 0; m < nmut; m++) {
+			switch (rnd_below(&rng, 7)) {
+			case 0: /* bit flips */
+			case 1:
+				for (unsigned int k = 1 + rnd_below(&rng, 3); k && len; k--) {
+					size_t at = rnd_below(&rng, (uint32_t)len);
+
+					src[at] ^= (uint8_t)(1u << rnd_below(&rng, 8));
+				}
+				break;
+			case 2: /* truncation, hdr.len left alone or fixed up */
+				len = rnd_below(&rng, (uint32_t)len + 1);
+				if (len >= HDR && rnd_below(&rng, 2))
+					set_len(src, len);
+				break;
+			case 3: /* extension with random bytes */
+				for (unsigned int k = 1 + rnd_below(&rng, 64); k && len < 4096; k--)
+					src[len++] = (uint8_t)rnd(&rng);
+				if (rnd_below(&rng, 2))
+					set_len(src, len);
+				break;
+			case 4: /* hdr.len rewrite: an interesting value or off by a few */
+				if (len < HDR)
+					break;
+				if (rnd_below(&rng, 2))
+					set_len(src, pick_interesting(&rng));
+				else
+					set_len(src, len + rnd_below(&rng, 9) - 4);
+				break;
+			case 5: /* an interesting 32-bit value at an aligned offset */
+				if (len >= HDR + 4)
+					put32(src, 4 * rnd_below(&rng, (uint32_t)(len / 4)),
+					      pick_interesting(&rng));
+				break;
+			default: /* a random byte */
+				if (len)
+					src[rnd_below(&rng, (uint32_t)len)] = (uint8_t)rnd(&rng);
+				break;
+			}
+		}
+		/* An exactly sized heap copy: reading past len is an ASan/valgrind error. */
+		cap = off + len;
+		p = malloc(cap ? cap : 1);
+		cr_assert_not_null(p);
+		memcpy(p + off, src, len);
+		r = proto_decode_request(p + off, len, lim, &req);
+		cr_assert(documented(r), "iteration %u: type %u len %zu returned %d", it, t, len,
+			  r);
+		if (!r)
+			check_decoded(p + off, len, lim, &req);
+		fl = proto_frame_len(p + off, len, lim->max_frame);
+		cr_assert(fl == 0 || fl == -EMSGSIZE || fl == -EBADMSG ||
+				  (fl >= (int64_t)HDR && fl <= (int64_t)lim->max_frame),
+			  "iteration %u: frame_len %" PRId64, it, fl);
+		if (!r)
+			cr_assert_eq(fl, (int64_t)len);
+		switch (r) {
+		case 0:
+			hits[0]++;
+			break;
+		case -EMSGSIZE:
+			hits[1]++;
+			break;
+		case -EBADMSG:
+			hits[2]++;
+			break;
+		case -EPROTONOSUPPORT:
+			hits[3]++;
+			break;
+		case -ENOSYS:
+			hits[4]++;
+			break;
+		default:
+			hits[5]++;
+			break;
+		}
+		free(p);
+	}
+	/* The mutations must reach every outcome, or they test too little. */
+	for (int i = 0; i < 6; i++)
+		cr_assert_gt(hits[i], 0, "seed %" PRIu64 ": outcome %d never seen", seed, i);
+}
+
+#define ROBUST_ITERS 200000u
+
+Test(proto_robust, random_mutations_fixed_seed, .timeout = 600)
+{
+	robustness(UINT64_C(0x70707e5eed), ROBUST_ITERS);
+}
+
+Test(proto_robust, random_mutations_env_seed, .timeout = 600)
+{
+	const char *env = getenv("IOVAD_TEST_SEED");
+	uint64_t seed;
+
+	if (env && *env)
+		seed = strtoull(env, NULL, 0);
+	else if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+		seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+	fprintf(stderr,
+		"proto robustness: seed=%" PRIu64 " (rerun with IOVAD_TEST_SEED=%" PRIu64 ")\n",
+		seed, seed);
+	robustness(seed, ROBUST_ITERS);
+}
