@@ -185,6 +185,7 @@ void conn_input(struct conn *c)
 				       sizeof(h) + sizeof(st), h.id);
 			evbuffer_add(c->out, &h, sizeof(h));
 			evbuffer_add(c->out, &st, sizeof(st));
+			s->stats.frames_in++;
 			s->stats.frames_bad++;
 			c->dead = true;
 			break;

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,20 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 
 	if (fd < 0)
 		return -EBADF;
+	/*
+	 * The daemon maps the client's memory: if the client could shrink it,
+	 * a later device access would fault (SIGBUS) in the daemon. Require a
+	 * memfd sealed against shrinking, as udmabuf does.
+	 */
+	{
+		int seals = fcntl(fd, F_GET_SEALS);
+
+		if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+			/* Not sealable at all (a pipe, a plain file): not usable memory. */
+			r = seals < 0 ? -EBADF : -EPERM;
+			goto out_close;
+		}
+	}
 	if (s->nmems >= s->srv->lim.max_mems || mi->size > s->srv->lim.max_mem_bytes ||
 	    s->mem_bytes > s->srv->lim.max_mem_bytes - mi->size) {
 		r = -EDQUOT;

@@ -39,6 +39,7 @@ struct uring_io {
 	int efd;
 	struct event *ev;
 	bool in_completion;   /* inside the CQ loop: submit at its end */
+	struct uconn *current; /* whose completion is being handled: the loop frees it */
 	unsigned int queued;  /* SQEs prepared, not yet submitted */
 };
 
@@ -209,10 +210,13 @@ static void uring_cb(evutil_socket_t fd, short what, void *arg)
 		if (!uc)
 			continue;
 		uc->inflight--;
+		u->current = uc;
 		if ((data & OP_MASK) == OP_RECV)
 			recv_done(uc, res);
 		else
 			send_done(uc, res);
+		u->current = NULL;
+		/* Detached (the server let go) and nothing left in the kernel: done. */
 		if (!uc->c && uc->inflight == 0)
 			free(uc);
 	}
@@ -276,7 +280,8 @@ static void u_detach(struct conn *c)
 				io_uring_sqe_set_data64(sqe, 0);
 				queued(uc->u);
 			}
-		} else {
+		} else if (uc->u->current != uc) {
+			/* Inside its own completion the CQ loop frees it afterwards. */
 			free(uc);
 		}
 	}

@@ -217,17 +217,18 @@ static int import(struct pmem_space *s, int fd, uint64_t offset, uint64_t size, 
 
 	if (fd < 0)
 		return -EBADF;
-	r = check_size(&size);
-	if (r)
-		return r;
 	if (offset & (page_size() - 1))
 		return -EINVAL;
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	if (offset > (uint64_t)st.st_size || (uint64_t)st.st_size - offset < size)
+	/* The bytes asked for must exist; the mapping then covers their last page. */
+	if (!size || offset > (uint64_t)st.st_size || (uint64_t)st.st_size - offset < size)
 		return -EINVAL;
+	r = check_size(&size);
+	if (r)
+		return r;
 	dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (dfd < 0)
 		return -errno;
