@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - libiovad's private structures, shared by conn.c (the socket:
+ * framing, the pending-request table, the reader role) and client.c (the
+ * public calls built on it). Nothing here is exported: the library is built
+ * with hidden visibility and a version script.
+ *
+ * Locking, in order (never take an earlier one while holding a later one):
+ *   iovad.send_lock  one frame is written at a time, whole
+ *   iovad.lock       everything else in struct iovad, every pending request,
+ *                    the state of every batch, the dev/mem/batch lists
+ *   iovad_dev.fault_lock  the per-thread fault records of one device
+ * Callbacks run with no lock held.
+ */
+#ifndef IOVAD_LIBCLIENT_INTERNAL_H
+#define IOVAD_LIBCLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iovad/iovad.h"
+#include "proto.h"
+
+/* ---- intrusive doubly-linked lists (all short, all walked under iovad.lock) ---- */
+
+struct ilist {
+	struct ilist *prev, *next;
+};
+
+static inline void ilist_init(struct ilist *h)
+{
+	h->prev = h;
+	h->next = h;
+}
+
+static inline bool ilist_empty(const struct ilist *h)
+{
+	return h->next == h;
+}
+
+static inline void ilist_add_tail(struct ilist *h, struct ilist *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+/* Remove n and leave it pointing at itself, so a second removal is harmless. */
+static inline void ilist_del(struct ilist *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	ilist_init(n);
+}
+
+#define ilist_entry(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- requests in flight ---- */
+
+/*
+ * One request waiting for its reply. Synchronous calls keep it on their
+ * stack; a batch owns one for its whole life (and leaves it behind as an
+ * orphan when freed in flight, so the reply still has somewhere to land).
+ */
+struct pending {
+	struct ilist node;          /* in iovad.pending, in send order, until done */
+	uint64_t id;
+	uint16_t cmd;
+	bool done;                  /* reply dispatched, or the connection died */
+	bool sending;               /* the submitter has not finished writing it */
+	bool orphan;                /* its batch was freed: drop the reply, free this */
+	bool waiting;               /* its thread sleeps on cond (may take the reader role) */
+	int status;                 /* the reply's status, or -ENOTCONN */
+	pthread_cond_t cond;        /* signalled when done or handed the reader role */
+	void *rpy;                  /* reply body (status first), rpy_len bytes */
+	size_t rpy_len;
+	void *rdata;                /* DMA_READ: the data that follows on success */
+	size_t rdata_len;
+	uint32_t count;             /* BATCH: ops sent, the reply must say the same */
+	struct iovad_batch *batch;  /* async batch this completes, else NULL */
+};
+
+struct iovad {
+	int fd;                     /* the socket, O_NONBLOCK, CLOEXEC */
+	int evfd;                   /* eventfd: a completed batch waits for iovad_process */
+	int epfd;                   /* iovad_event_fd(): epoll over fd and evfd */
+	uint16_t version;           /* negotiated; 0 while HELLO is in flight */
+	uint32_t max_frame;         /* negotiated */
+	uint32_t max_batch;         /* negotiated, and clamped so a BATCH fits a frame */
+	uint32_t max_inflight;
+	uint64_t session_id;
+	long page_size;
+
+	pthread_mutex_t send_lock;
+	pthread_mutex_t lock;
+	uint64_t next_id;
+	bool dead;                  /* EOF, I/O error or protocol violation: all -ENOTCONN */
+	bool reading;               /* a thread holds the reader role */
+	struct ilist pending;       /* struct pending, oldest first */
+	struct ilist done_batches;  /* struct iovad_batch completed, callback not delivered */
+	struct ilist devs;          /* struct iovad_dev */
+	struct ilist mems;          /* struct iovad_mem */
+	struct ilist batches;       /* struct iovad_batch */
+
+	/* Only the reader-role holder touches these; the role is passed under lock. */
+	uint8_t *rbuf;              /* PROTO_FRAME_DEFAULT bytes: received, not yet dispatched */
+	size_t rlen;
+};
+
+/* The per-thread fault records of a device: a small table, oldest replaced first. */
+#define IOVAD_FAULT_SLOTS 16
+
+struct dev_fault {
+	pthread_t thread;
+	struct iovad_fault fault;
+};
+
+struct iovad_dev {
+	struct ilist node;          /* in iovad.devs */
+	struct iovad *c;
+	uint32_t handle;
+	uint32_t flags;             /* IOVAD_DEV_* */
+	uint64_t merge_boundary;
+	uint64_t dma_mask;
+	uint32_t granule_shift;
+
+	pthread_mutex_t fault_lock;
+	struct dev_fault faults[IOVAD_FAULT_SLOTS];
+	unsigned int nfaults;       /* slots in use */
+	unsigned int next_fault;    /* slot to replace when all are in use */
+};
+
+struct iovad_mem {
+	struct ilist node;          /* in iovad.mems */
+	struct iovad *c;
+	uint32_t handle;
+	void *addr;                 /* our mapping */
+	size_t map_len;             /* its length (page-rounded) */
+	size_t size;                /* as the daemon reports it */
+	uint64_t phys;
+};
+
+enum batch_state {
+	BATCH_OPEN,                 /* being filled (or never submitted since reset) */
+	BATCH_SENT,                 /* submitted, no reply yet */
+	BATCH_QUEUED,               /* reply in, on iovad.done_batches, callback not run */
+	BATCH_DONE,                 /* completed and delivered: results valid */
+};
+
+/* What a completed op updates in the caller's memory. */
+struct batch_target {
+	struct iovad_iova_state *st; /* LINK, DESTROY, FREE */
+	uint64_t *ret_dma;           /* MAP */
+};
+
+struct iovad_batch {
+	struct ilist node;          /* in iovad.batches */
+	struct ilist done_node;     /* in iovad.done_batches (or a process() snapshot) */
+	struct iovad *c;
+	enum batch_state state;
+	uint32_t cap;               /* the connection's max_batch */
+	uint32_t count;
+	int status;                 /* the batch's status once completed */
+	uint32_t flushes;
+	iovad_batch_cb cb;
+	void *arg;
+	struct pending *p;
+	uint8_t *req;               /* struct proto_batch + cap x struct proto_op: the body */
+	uint8_t *rpy;               /* struct proto_batch_rpy + cap x struct proto_op_result */
+	struct batch_target *tgt;
+};
+
+/* ---- conn.c ---- */
+
+/* Socket, eventfd, epoll and HELLO. Return: 0, -errno. */
+int conn_open(const char *path, struct iovad **ret);
+/* Close the descriptors and free what conn_open allocated (not the handle lists). */
+void conn_close(struct iovad *c);
+
+int pending_init(struct pending *p);
+void pending_destroy(struct pending *p);
+
+/*
+ * conn_send - register p and write one frame: header, body, then data
+ * (either may be empty); fd (or -1) rides along as SCM_RIGHTS.
+ * Return: 0; -EMSGSIZE (frame too big); -ENOTCONN (the connection is dead,
+ * p was completed or never registered), or the status of the error frame the
+ * daemon sent before closing (an access refusal), which p was completed with.
+ */
+int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
+	      const void *data, size_t dlen, int fd);
+/* Wait for p, serving as the reader when no other thread is. */
+void conn_wait(struct iovad *c, struct pending *p);
+/* conn_send then conn_wait; p->rpy etc. set by the caller. Return: the reply's status. */
+int conn_call(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
+	      const void *data, size_t dlen, int fd);
+/* Read and dispatch whatever is available without blocking, if nobody else is reading. */
+void conn_drain(struct iovad *c);
+/* Is the connection dead? (takes the lock) */
+bool conn_dead(struct iovad *c);
+
+/* client.c: a batch's reply landed (lock held): apply it and set its status. */
+void batch_complete_locked(struct iovad_batch *b, int status);
+
+#endif /* IOVAD_LIBCLIENT_INTERNAL_H */
