@@ -572,7 +572,8 @@ static int op_unlink(struct session *s, struct dev_entry *e, const struct proto_
 	return r;
 }
 
-static int op_destroy(struct session *s, struct dev_entry *e, const struct proto_op *op)
+static int op_destroy(struct session *s, struct dev_entry *e, const struct proto_op *op,
+		      uint64_t *value)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
 	uint64_t lo, hi;
@@ -584,6 +585,7 @@ static int op_destroy(struct session *s, struct dev_entry *e, const struct proto
 	if (!dma_use_iova(&ss->st)) {
 		/* The engine freed the IOVA (with or without holes): the state is gone. */
 		state_remove(s, ss);
+		*value = PROTO_OP_STATE_RELEASED;
 		return r;
 	}
 	if (op->size && (r == -EBUSY || r == -ENOENT)) {
@@ -593,7 +595,8 @@ static int op_destroy(struct session *s, struct dev_entry *e, const struct proto
 	return r;
 }
 
-static int op_free(struct session *s, struct dev_entry *e, const struct proto_op *op)
+static int op_free(struct session *s, struct dev_entry *e, const struct proto_op *op,
+		   uint64_t *value)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
 	int r;
@@ -601,8 +604,10 @@ static int op_free(struct session *s, struct dev_entry *e, const struct proto_op
 	if (!ss)
 		return -ENOENT;
 	r = dma_iova_free(e->dev, &ss->st);
-	if (!r)
+	if (!r) {
 		state_remove(s, ss);
+		*value = PROTO_OP_STATE_RELEASED;
+	}
 	return r;
 }
 
@@ -714,10 +719,10 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 			r = op_unlink(s, e, &op);
 			break;
 		case PROTO_OP_DESTROY:
-			r = op_destroy(s, e, &op);
+			r = op_destroy(s, e, &op, &value);
 			break;
 		case PROTO_OP_FREE:
-			r = op_free(s, e, &op);
+			r = op_free(s, e, &op, &value);
 			break;
 		case PROTO_OP_MAP:
 			r = op_map(s, e, &op, &value);

@@ -480,6 +480,14 @@ static bool dir_attrs_ok(enum iovad_dma_dir dir, unsigned long attrs)
 static void apply_result(uint16_t opcode, const struct proto_op_result *res,
 			 const struct batch_target *t)
 {
+	/*
+	 * A DESTROY that found holes (-ENOENT) still releases the state; the
+	 * daemon says so with value PROTO_OP_STATE_RELEASED, and the caller's
+	 * state must not outlive it.
+	 */
+	if (res->status && (opcode == PROTO_OP_DESTROY || opcode == PROTO_OP_FREE) && t->st &&
+	    res->value == PROTO_OP_STATE_RELEASED)
+		memset(t->st, 0, sizeof(*t->st));
 	if (res->status)
 		return;
 	switch (opcode) {

@@ -224,8 +224,12 @@ struct proto_batch {
 struct proto_op_result {
 	int32_t status;
 	uint32_t reserved;
-	uint64_t value;   /* MAP: the dma address */
+	uint64_t value;   /* LINK: the state's new __size; MAP: the dma address;
+			   * DESTROY, FREE: PROTO_OP_STATE_RELEASED when the state is gone,
+			   * which a DESTROY may report with an error (holes: -ENOENT) */
 };
+
+#define PROTO_OP_STATE_RELEASED 1u
 
 struct proto_batch_rpy {
 	struct proto_status st; /* 0 if the batch was accepted, whatever the ops did */

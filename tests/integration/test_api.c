@@ -113,6 +113,26 @@ Test(api, kernel_error_codes_come_through)
 	iovad_dev_close(dev);
 }
 
+Test(api, destroy_over_holes_releases_the_state_everywhere)
+{
+	struct iovad_dev *dev = open_dev("sim0");
+	struct iovad_mem *m = alloc_mem(1 << 20);
+	struct iovad_iova_state st;
+	struct iovad_dev_stats s;
+
+	cr_assert(iovad_iova_try_alloc(dev, &st, 0, 2 * 4096));
+	cr_assert_eq(iovad_iova_link(dev, &st, iovad_mem_phys(m), 4096, 4096, IOVAD_DMA_TO_DEVICE,
+				     0), 0);
+	/* The first granule was never linked: -ENOENT, as the engine says, but the IOVA is freed. */
+	cr_assert_eq(iovad_iova_destroy(dev, &st, 2 * 4096, IOVAD_DMA_TO_DEVICE, 0), -ENOENT);
+	cr_assert_not(iovad_use_iova(&st), "the client's state follows the daemon's");
+	cr_assert_eq(iovad_dev_stats(dev, &s), 0);
+	cr_assert_eq(s.iova_frees, s.iova_allocs);
+	cr_assert_eq(s.mapped_bytes, 0);
+	iovad_mem_free(m);
+	iovad_dev_close(dev);
+}
+
 Test(api, merge_boundaries_and_identity)
 {
 	struct iovad_dev *sim0 = open_dev("sim0"), *k64 = open_dev("sim64k0");
