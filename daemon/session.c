@@ -87,6 +87,7 @@ struct session {
 	uint32_t nlinks;            /* link records over all states */
 	uint64_t requests;
 	uint32_t pinned_orphans;    /* freed by the client, still pinned */
+	struct sess_state *last;    /* last state found; batches hit one state in a row */
 };
 
 /* ==== sorted vectors ===================================================== */
@@ -405,9 +406,15 @@ static uint64_t granule_mask(const struct dev_entry *e)
 
 static struct sess_state *state_find(struct session *s, const struct dev_entry *e, uint64_t addr)
 {
-	struct sess_state *st = svec_find(&s->states, e->dom_index, addr & ~granule_mask(e));
+	struct sess_state *st = s->last;
 
-	return st && st->st.addr == addr ? st : NULL;
+	if (st && st->st.addr == addr && st->dom == e->dom_index)
+		return st;
+	st = svec_find(&s->states, e->dom_index, addr & ~granule_mask(e));
+	if (!st || st->st.addr != addr)
+		return NULL;
+	s->last = st;
+	return st;
 }
 
 static int handle_iova_alloc(struct session *s, const struct proto_req *req)
@@ -430,6 +437,7 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 	if (!dma_iova_try_alloc(e->dev, &st, a->phys, a->size))
 		return -ENOSPC;
 	pad = st.addr & granule_mask(e);
+	s->last = NULL; /* elements move */
 	ss = svec_insert(&s->states, e->dom_index, st.addr - pad);
 	if (!ss) {
 		(void)dma_iova_free(e->dev, &st);
@@ -517,6 +525,7 @@ static void state_remove(struct session *s, struct sess_state *ss)
 {
 	link_rec_trim(s, ss, 0, UINT64_MAX);
 	free(ss->links);
+	s->last = NULL; /* elements move */
 	svec_remove(&s->states, ss);
 }
 
