@@ -70,11 +70,24 @@ static inline void daemon_start(struct daemon *d)
 	d->pid = fork();
 	cr_assert_geq(d->pid, 0);
 	if (d->pid == 0) {
-		execl(IOVAD_DAEMON_PATH, "iovad", "--socket", d->sock, io, "-q", (char *)NULL);
+		const char *vg = getenv("IOVAD_TEST_VALGRIND_LOG");
+
+		/* scripts/test.sh runs the daemon under valgrind and reads these logs. */
+		if (vg && *vg) {
+			char logopt[256];
+
+			snprintf(logopt, sizeof(logopt), "--log-file=%s", vg);
+			execlp("valgrind", "valgrind", "--error-exitcode=99", "--leak-check=full",
+			       "--errors-for-leak-kinds=definite", logopt, IOVAD_DAEMON_PATH,
+			       "--socket", d->sock, io, "-q", (char *)NULL);
+		} else {
+			execl(IOVAD_DAEMON_PATH, "iovad", "--socket", d->sock, io, "-q",
+			      (char *)NULL);
+		}
 		_exit(127);
 	}
-	/* Ready when it accepts a connection (at most 5 s). */
-	for (int i = 0; i < 500; i++) {
+	/* Ready when it accepts a connection (at most 30 s: valgrind starts slowly). */
+	for (int i = 0; i < 3000; i++) {
 		int fd = raw_connect(d->sock);
 
 		if (fd >= 0) {
@@ -95,7 +108,7 @@ static inline int daemon_stop(struct daemon *d)
 	if (d->pid <= 0)
 		return 0;
 	kill(d->pid, SIGTERM);
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 4000; i++) {
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid)
 			break;
 		usleep(5000);
