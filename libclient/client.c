@@ -1064,9 +1064,11 @@ int iovad_batch_wait(struct iovad_batch *b)
 		pthread_mutex_unlock(&c->lock);
 		return -EINVAL; /* never submitted: nothing to wait for */
 	}
+	b->waited = true;
 	pthread_mutex_unlock(&c->lock);
 	conn_wait(c, b->p);
 	pthread_mutex_lock(&c->lock);
+	b->waited = false;
 	if (b->state == BATCH_QUEUED) {
 		batch_deliver_locked(b);
 		cb = b->cb;

@@ -81,6 +81,9 @@ static void queue_batch_locked(struct iovad *c, struct iovad_batch *b)
 
 	b->state = BATCH_QUEUED;
 	ilist_add_tail(&c->done_batches, &b->done_node);
+	/* A thread in iovad_batch_wait() takes it; waking the event loop would be a wasted syscall. */
+	if (b->waited)
+		return;
 	/* Non-blocking; it can only fail if the counter would overflow, which is still readable. */
 	(void)!write(c->evfd, &one, sizeof(one));
 }
@@ -209,6 +212,16 @@ static int reader_step(struct iovad *c, bool block)
 	ssize_t n;
 	bool dead;
 
+	/*
+	 * A blocking reader has just sent and its reply is rarely there yet (on
+	 * one CPU, never): poll first rather than pay for a recv() that fails.
+	 */
+	if (block) {
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			goto dead;
+	}
 	for (;;) {
 		n = recv(c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, MSG_DONTWAIT);
 		if (n > 0)

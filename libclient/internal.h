@@ -164,6 +164,7 @@ struct iovad_batch {
 	uint32_t cap;               /* the connection's max_batch */
 	uint32_t count;
 	int status;                 /* the batch's status once completed */
+	bool waited;                /* iovad_batch_wait() is on it: no event-fd wake-up needed */
 	uint32_t flushes;
 	iovad_batch_cb cb;
 	void *arg;
