@@ -3,7 +3,9 @@
  * devices.c - the device table: every device the daemon offers, each on its
  * own domain of the engine, and the flush-queue timers of lazy domains.
  *
- * Without a configuration the daemon offers the issue's default set:
+ * The configuration (config.c) describes domains and devices; devices that
+ * name the same domain share it, as an IOMMU group does. Without one the
+ * daemon offers the default set:
  *   sim0        translating, 4 KiB, 64-bit mask, trusted, coherent, strict
  *   sim-lazy0   as sim0, lazy flushing
  *   sim32       as sim0, 32-bit mask
@@ -17,22 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "internal.h"
-
-struct dev_spec {
-	const char *name;
-	struct dom_config dom;
-	struct dom_device_config dev;
-};
-
-static const struct dev_spec default_devices[] = {
-	{ "sim0", { 0 }, { 0 } },
-	{ "sim-lazy0", { .flush = DOM_FLUSH_LAZY }, { 0 } },
-	{ "sim32", { 0 }, { .dma_mask_bits = 32 } },
-	{ "untrusted0", { 0 }, { .untrusted = true } },
-	{ "identity0", { .type = DOM_IDENTITY }, { 0 } },
-	{ "sim64k0", { .granule_shift = 16 }, { 0 } },
-};
 
 struct fq_timer_arg {
 	struct dev_table *t;
@@ -71,26 +59,26 @@ void devices_fq_arm(struct dev_table *t, uint32_t dom_index)
 	event_add(t->fq_timers[dom_index], &tv);
 }
 
-static uint32_t flags_of(const struct dev_spec *s)
+static uint32_t flags_of(const struct dom_config *dom, const struct cfg_device *d)
 {
 	uint32_t f = 0;
 
-	if (s->dom.type == DOM_IDENTITY)
+	if (dom->type == DOM_IDENTITY)
 		f |= PROTO_DEV_IDENTITY;
-	if (s->dev.untrusted)
+	if (d->untrusted)
 		f |= PROTO_DEV_UNTRUSTED;
-	if (s->dev.non_coherent)
+	if (d->non_coherent)
 		f |= PROTO_DEV_NON_COHERENT;
-	if (s->dom.flush == DOM_FLUSH_LAZY)
+	if (dom->flush == DOM_FLUSH_LAZY)
 		f |= PROTO_DEV_LAZY;
-	if (s->dom.visibility == DOM_VISIBLE_ON_LINK)
+	if (dom->visibility == DOM_VISIBLE_ON_LINK)
 		f |= PROTO_DEV_VISIBLE_ON_LINK;
 	return f;
 }
 
-int devices_init_default(struct dev_table *t, struct event_base *base)
+int devices_init(struct dev_table *t, struct event_base *base, const struct config *cfg,
+		 char *err, size_t errlen)
 {
-	const uint32_t n = sizeof(default_devices) / sizeof(default_devices[0]);
 	int r;
 
 	memset(t, 0, sizeof(*t));
@@ -98,33 +86,23 @@ int devices_init_default(struct dev_table *t, struct event_base *base)
 	r = pmem_space_init(&t->pmem);
 	if (r)
 		return r;
-	t->doms = calloc(n, sizeof(*t->doms));
-	t->devs = calloc(n, sizeof(*t->devs));
-	t->fq_timers = calloc(n, sizeof(*t->fq_timers));
+	t->doms = calloc(cfg->ndoms, sizeof(*t->doms));
+	t->devs = calloc(cfg->ndevs, sizeof(*t->devs));
+	t->fq_timers = calloc(cfg->ndoms, sizeof(*t->fq_timers));
 	if (!t->doms || !t->devs || !t->fq_timers) {
 		r = -ENOMEM;
 		goto err;
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		const struct dev_spec *s = &default_devices[i];
-		struct dev_entry *e = &t->devs[i];
-		struct dom_device_config dc = s->dev;
+	for (uint32_t i = 0; i < cfg->ndoms; i++) {
+		const struct cfg_domain *cd = &cfg->doms[i];
 
-		r = dom_domain_create(&t->pmem, &s->dom, &t->doms[i]);
-		if (r)
+		r = dom_domain_create(&t->pmem, &cd->dom, &t->doms[i]);
+		if (r) {
+			snprintf(err, errlen, "domain %s: %s", cd->name, strerror(-r));
 			goto err;
+		}
 		t->ndoms++;
-		dc.name = s->name;
-		r = dom_device_create(t->doms[i], &dc, &e->dev);
-		if (r)
-			goto err;
-		t->ndevs++;
-		snprintf(e->name, sizeof(e->name), "%s", s->name);
-		e->index = i;
-		e->dom_index = i;
-		e->dom = t->doms[i];
-		e->flags = flags_of(s);
-		if (s->dom.flush == DOM_FLUSH_LAZY) {
+		if (cd->dom.flush == DOM_FLUSH_LAZY) {
 			struct fq_timer_arg *a = malloc(sizeof(*a));
 
 			if (!a) {
@@ -140,6 +118,34 @@ int devices_init_default(struct dev_table *t, struct event_base *base)
 				goto err;
 			}
 		}
+	}
+	for (uint32_t i = 0; i < cfg->ndevs; i++) {
+		const struct cfg_device *cv = &cfg->devs[i];
+		struct dev_entry *e = &t->devs[i];
+		struct dom_device_config dc = { .name = cv->name, .dma_mask_bits = cv->dma_mask_bits,
+						.untrusted = cv->untrusted,
+						.non_coherent = cv->non_coherent,
+						.not_pci = cv->not_pci };
+		uint32_t d;
+
+		for (d = 0; d < cfg->ndoms && strcmp(cfg->doms[d].name, cv->domain); d++)
+			;
+		if (d == cfg->ndoms) {
+			r = -EINVAL;
+			snprintf(err, errlen, "device %s: no domain %s", cv->name, cv->domain);
+			goto err;
+		}
+		r = dom_device_create(t->doms[d], &dc, &e->dev);
+		if (r) {
+			snprintf(err, errlen, "device %s: %s", cv->name, strerror(-r));
+			goto err;
+		}
+		t->ndevs++;
+		snprintf(e->name, sizeof(e->name), "%s", cv->name);
+		e->index = i;
+		e->dom_index = d;
+		e->dom = t->doms[d];
+		e->flags = flags_of(&cfg->doms[d].dom, cv);
 	}
 	return 0;
 err:

@@ -69,7 +69,10 @@ struct dev_table {
 	struct event_base *base;
 };
 
-int devices_init_default(struct dev_table *t, struct event_base *base);
+struct config;
+/* Return: 0, or -errno with a message in err. */
+int devices_init(struct dev_table *t, struct event_base *base, const struct config *cfg,
+		 char *err, size_t errlen);
 void devices_fini(struct dev_table *t);
 struct dev_entry *devices_find(struct dev_table *t, const char *name);
 /* Re-arm the flush-queue timer of a lazy domain after its queue changed. */
@@ -94,9 +97,14 @@ struct limits {
 };
 
 struct policy {
-	uid_t self_uid;
-	gid_t sock_gid;           /* members of the socket's group are allowed */
+	uid_t self_uid;           /* and root: always allowed */
+	gid_t sock_gid;           /* members of the socket's group are allowed... */
 	bool sock_gid_valid;
+	bool allow_socket_group;  /* ...unless the configuration says otherwise */
+	uid_t uids[64];           /* [policy] allow_users */
+	unsigned int nuids;
+	gid_t gids[64];           /* [policy] allow_groups */
+	unsigned int ngids;
 };
 
 /* ---- server.c -------------------------------------------------------------- */

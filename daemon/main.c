@@ -15,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "internal.h"
 
 #ifndef IOVAD_VERSION
@@ -22,34 +23,43 @@
 #endif
 
 #define SHUTDOWN_GRACE_MS 2000
+#define DEFAULT_CONFIG "/etc/iovad/iovad.conf"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: iovad [OPTIONS]\n"
 		"IOVA mapping service: serves the kernel's IOVA-based DMA API over a Unix socket.\n\n"
-		"  -s, --socket PATH   listen on PATH (default %s); sockets passed by\n"
-		"                      systemd socket activation are adopted as well\n"
+		"  -c, --config FILE   configuration (default %s, if it exists)\n"
+		"      --check-config FILE\n"
+		"                      validate FILE, print the effective configuration, exit\n"
+		"  -s, --socket PATH   listen on PATH (default from the configuration, else\n"
+		"                      /run/iovad/iovad.sock); sockets passed by systemd\n"
+		"                      socket activation are adopted as well\n"
 		"      --no-socket     listen only on inherited sockets\n"
 		"      --io=BACKEND    uring (default; falls back to epoll if unavailable) or epoll\n"
 		"  -v, --verbose       more log output (repeat for debug)\n"
 		"  -q, --quiet         less log output\n"
 		"  -h, --help          this text\n"
 		"  -V, --version       the version\n",
-		"/run/iovad/iovad.sock");
+		DEFAULT_CONFIG);
 }
 
 struct opts {
+	const char *config;
+	bool config_given;
+	const char *check;
 	const char *socket;
 	bool no_socket;
-	enum io_backend io;
-	bool io_forced;
+	enum io_backend io;  /* 0: from the configuration */
 	int verbosity;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", required_argument, NULL, 'C' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "no-socket", no_argument, NULL, 'N' },
 		{ "io", required_argument, NULL, 'I' },
@@ -61,9 +71,16 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	};
 	int ch;
 
-	*o = (struct opts){ .socket = "/run/iovad/iovad.sock", .io = IO_URING };
-	while ((ch = getopt_long(argc, argv, "s:vqhV", longopts, NULL)) != -1) {
+	*o = (struct opts){ .config = DEFAULT_CONFIG };
+	while ((ch = getopt_long(argc, argv, "c:s:vqhV", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'c':
+			o->config = optarg;
+			o->config_given = true;
+			break;
+		case 'C':
+			o->check = optarg;
+			break;
 		case 's':
 			o->socket = optarg;
 			break;
@@ -80,7 +97,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 					optarg);
 				return 2;
 			}
-			o->io_forced = true;
 			break;
 		case 'v':
 			o->verbosity++;
@@ -106,26 +122,39 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-static void default_limits(struct limits *l)
+/* The configuration file, or the built-in one when the default file is absent. */
+static int load_config(const struct opts *o, struct config *cfg, const char **used)
 {
-	*l = (struct limits){
-		.max_mems = 4096,
-		.max_mem_bytes = UINT64_C(64) << 30,
-		.max_states = 65536,
-		.max_maps = 65536,
-		.max_links = 1u << 20,
-		.max_devs = 64,
-		.max_inflight = 64,
-		.max_frame = PROTO_FRAME_DEFAULT,
-		.max_batch = PROTO_BATCH_DEFAULT,
-		.max_fds = 16,
-		.out_high = 1u << 20,
-		.out_low = 256u << 10,
-	};
+	char err[512];
+	int r;
+
+	*used = NULL;
+	if (!o->config_given && access(o->config, F_OK) != 0) {
+		config_defaults(cfg);
+		return 0;
+	}
+	r = config_load(o->config, cfg, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "<3>iovad: %s\n", err);
+		return r;
+	}
+	*used = o->config;
+	return 0;
+}
+
+static void apply_policy(struct srv *s, const struct config *cfg)
+{
+	s->pol.allow_socket_group = cfg->allow_socket_group;
+	s->pol.nuids = cfg->nuids;
+	memcpy(s->pol.uids, cfg->uids, cfg->nuids * sizeof(cfg->uids[0]));
+	s->pol.ngids = cfg->ngids;
+	memcpy(s->pol.gids, cfg->gids, cfg->ngids * sizeof(cfg->gids[0]));
 }
 
 struct main_ctx {
 	struct srv *srv;
+	const char *config;  /* the file in use, NULL for the built-in configuration */
+	const struct config *cfg;
 	struct event *grace;
 	uint64_t grace_deadline;
 };
@@ -175,28 +204,58 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	grace_cb(-1, 0, m);
 }
 
+/* Compare the device topology of two configurations by name and domain. */
+static bool same_devices(const struct config *a, const struct config *b)
+{
+	if (a->ndevs != b->ndevs || a->ndoms != b->ndoms)
+		return false;
+	for (unsigned int i = 0; i < a->ndevs; i++)
+		if (strcmp(a->devs[i].name, b->devs[i].name) ||
+		    strcmp(a->devs[i].domain, b->devs[i].domain))
+			return false;
+	return true;
+}
+
 static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct main_ctx *m = arg;
+	struct srv *s = m->srv;
+	struct config *cfg;
+	char err[512];
 
 	(void)sig;
 	(void)what;
-	/*
-	 * The policy is the socket's group: re-read it. Limits come from the
-	 * configuration file once there is one; clients stay connected.
-	 */
-	m->srv->pol.sock_gid_valid = false;
-	if (m->srv->own_socket_path) {
+	/* Re-read the socket's group: SocketGroup= or a chown may have changed it. */
+	s->pol.sock_gid_valid = false;
+	if (s->own_socket_path) {
 		struct stat st;
 
-		if (stat(m->srv->own_socket_path, &st) == 0) {
-			m->srv->pol.sock_gid = st.st_gid;
-			m->srv->pol.sock_gid_valid = true;
+		if (stat(s->own_socket_path, &st) == 0) {
+			s->pol.sock_gid = st.st_gid;
+			s->pol.sock_gid_valid = true;
 		}
 	}
-	log_notice("SIGHUP: policy reloaded (socket group %u), %u clients kept",
-		   (unsigned int)m->srv->pol.sock_gid, m->srv->nconns);
-	notify_status(m->srv);
+	(void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_ns() / 1000u);
+	if (m->config) {
+		cfg = malloc(sizeof(*cfg));
+		if (!cfg || config_load(m->config, cfg, err, sizeof(err))) {
+			log_err("SIGHUP: %s; keeping the running configuration",
+				cfg ? err : "out of memory");
+			free(cfg);
+			(void)sd_notify(0, "READY=1");
+			return;
+		}
+		/* Policy and limits apply at once, to connected clients too. */
+		apply_policy(s, cfg);
+		s->lim = cfg->lim;
+		if (!same_devices(cfg, m->cfg))
+			log_warn("SIGHUP: device and domain changes take effect at the next start");
+		free(cfg);
+	}
+	log_notice("SIGHUP: %s reloaded (policy and limits), %u clients kept",
+		   m->config ? m->config : "built-in configuration", s->nconns);
+	(void)sd_notify(0, "READY=1");
+	notify_status(s);
 }
 
 int main(int argc, char **argv)
@@ -204,13 +263,34 @@ int main(int argc, char **argv)
 	struct event *sigs[3] = { NULL };
 	struct main_ctx m = { 0 };
 	struct srv s = { 0 };
+	struct config *cfg;
+	char err[512] = "";
 	struct opts o;
 	int r, adopted;
 
 	r = parse_opts(argc, argv, &o);
 	if (r)
 		return r;
-	log_set_level(LOG_NOTICE_ + o.verbosity);
+	cfg = malloc(sizeof(*cfg));
+	if (!cfg)
+		return 1;
+	if (o.check) {
+		r = config_load(o.check, cfg, err, sizeof(err));
+		if (r) {
+			fprintf(stderr, "iovad: %s\n", err);
+			free(cfg);
+			return 1;
+		}
+		printf("# %s: valid; the effective configuration:\n", o.check);
+		config_print(cfg, stdout);
+		free(cfg);
+		return 0;
+	}
+	if (load_config(&o, cfg, &m.config)) {
+		free(cfg);
+		return 1;
+	}
+	log_set_level(cfg->log_level + o.verbosity);
 	signal(SIGPIPE, SIG_IGN);
 
 	s.base = event_base_new();
@@ -221,30 +301,34 @@ int main(int argc, char **argv)
 	}
 	s.start_ns = now_ns();
 	s.pol.self_uid = getuid();
-	default_limits(&s.lim);
+	s.lim = cfg->lim;
+	apply_policy(&s, cfg);
 	m.srv = &s;
+	m.cfg = cfg;
 
-	r = devices_init_default(&s.devices, s.base);
+	r = devices_init(&s.devices, s.base, cfg, err, sizeof(err));
 	if (r) {
-		log_err("devices: %s", strerror(-r));
+		log_err("devices: %s", err[0] ? err : strerror(-r));
 		return 1;
 	}
-	s.io = o.io;
+	s.io = o.io ? o.io : cfg->io;
 	if (s.io == IO_URING) {
 		r = uring_io_init(&s);
 		if (r) {
-			if (o.io_forced)
-				log_warn("io_uring unavailable (%s): using epoll", strerror(-r));
-			else
-				log_info("io_uring unavailable (%s): using epoll", strerror(-r));
+			log_info("io_uring unavailable (%s): using epoll", strerror(-r));
 			s.io = IO_EPOLL;
 		}
 	}
 	adopted = srv_adopt_inherited(&s);
 	if (!o.no_socket) {
-		r = srv_listen_path(&s, o.socket);
+		const char *path = o.socket ? o.socket : cfg->socket;
+
+		/* The default directory is ours to create (RuntimeDirectory= does it under systemd). */
+		if (!o.socket && !strncmp(path, "/run/iovad/", 11))
+			(void)mkdir("/run/iovad", 0755);
+		r = srv_listen_path(&s, path);
 		if (r) {
-			log_err("listen on %s: %s", o.socket, strerror(-r));
+			log_err("listen on %s: %s", path, strerror(-r));
 			return 1;
 		}
 	} else if (!adopted) {
@@ -278,6 +362,7 @@ int main(int argc, char **argv)
 	devices_fini(&s.devices);
 	event_base_free(s.base);
 	free(s.scratch);
+	free(cfg);
 	log_notice("stopped: %" PRIu64 " sessions served, %" PRIu64 " torn down with leftovers",
 		   s.stats.sessions_total, s.stats.teardowns);
 	return 0;

@@ -58,16 +58,29 @@ static bool peer_allowed(const struct policy *p, int fd, const struct ucred *cr)
 	gid_t groups[256];
 	socklen_t len = sizeof(groups);
 
+	size_t ngroups = 0;
+
 	if (cr->uid == 0 || cr->uid == p->self_uid)
 		return true;
-	if (!p->sock_gid_valid)
-		return false;
-	if (cr->gid == p->sock_gid)
-		return true;
+	for (unsigned int i = 0; i < p->nuids; i++)
+		if (cr->uid == p->uids[i])
+			return true;
 	/* Supplementary groups of the peer, as the kernel saw them at connect(). */
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
-		for (size_t i = 0; i < len / sizeof(gid_t); i++)
-			if (groups[i] == p->sock_gid)
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+		ngroups = len / sizeof(gid_t);
+	for (unsigned int g = 0; g <= p->ngids; g++) {
+		gid_t want;
+
+		if (g < p->ngids)
+			want = p->gids[g];
+		else if (p->allow_socket_group && p->sock_gid_valid)
+			want = p->sock_gid;
+		else
+			break;
+		if (cr->gid == want)
+			return true;
+		for (size_t i = 0; i < ngroups; i++)
+			if (groups[i] == want)
 				return true;
 	}
 	return false;

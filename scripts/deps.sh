@@ -11,6 +11,7 @@ pkgs=(
 	liburing-dev          # daemon data path
 	libibverbs-dev        # rxe backend
 	libsystemd-dev        # sd_notify, socket activation
+	libinih-dev           # the configuration file
 )
 
 missing=()
