@@ -58,9 +58,19 @@ static inline int raw_connect(const char *path)
 	return fd;
 }
 
+static inline void daemon_start_config(struct daemon *d, const char *config);
+
 static inline void daemon_start(struct daemon *d)
 {
+	daemon_start_config(d, NULL);
+}
+
+/* Start iovad, with --config FILE when config is not NULL. */
+static inline void daemon_start_config(struct daemon *d, const char *config)
+{
 	char io[32];
+	const char *cfgopt = config ? "--config" : "-q";
+	const char *cfgval = config ? config : "-q";
 
 	memset(d, 0, sizeof(*d));
 	strcpy(d->dir, "/tmp/iovad-it-XXXXXX");
@@ -79,10 +89,10 @@ static inline void daemon_start(struct daemon *d)
 			snprintf(logopt, sizeof(logopt), "--log-file=%s", vg);
 			execlp("valgrind", "valgrind", "--error-exitcode=99", "--leak-check=full",
 			       "--errors-for-leak-kinds=definite", logopt, IOVAD_DAEMON_PATH,
-			       "--socket", d->sock, io, "-q", (char *)NULL);
+			       "--socket", d->sock, io, "-q", cfgopt, cfgval, (char *)NULL);
 		} else {
-			execl(IOVAD_DAEMON_PATH, "iovad", "--socket", d->sock, io, "-q",
-			      (char *)NULL);
+			execl(IOVAD_DAEMON_PATH, "iovad", "--socket", d->sock, io, "-q", cfgopt,
+			      cfgval, (char *)NULL);
 		}
 		_exit(127);
 	}
