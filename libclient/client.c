@@ -217,22 +217,31 @@ err_free:
 	return r;
 }
 
+/*
+ * DEV_CLOSE and MEM_FREE: tell the daemon, then forget the handle. Nothing
+ * is to be done about a failure: the handle goes either way, and the
+ * daemon drops everything with the session (linked memory stays pinned
+ * there until its last mapping goes).
+ */
+static void release_handle(struct iovad *c, uint16_t cmd, uint32_t handle, struct ilist *node)
+{
+	/* DEV_CLOSE's and MEM_FREE's bodies are both { u32 handle, u32 reserved }. */
+	struct proto_dev_ref req = { .dev = handle };
+	struct proto_status rpy;
+
+	_Static_assert(sizeof(struct proto_dev_ref) == sizeof(struct proto_mem_ref), "ref layout");
+	(void)rpc(c, &(struct call){ .cmd = cmd, .body = &req, .blen = sizeof(req), .rpy = &rpy,
+				     .rpy_len = sizeof(rpy) });
+	pthread_mutex_lock(&c->lock);
+	ilist_del(node);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void iovad_dev_close(struct iovad_dev *d)
 {
-	struct proto_dev_ref req = { 0 };
-	struct proto_status rpy;
-	struct iovad *c;
-
 	if (!d)
 		return;
-	c = d->c;
-	req.dev = d->handle;
-	/* Nothing to do about a failure: the handle goes either way (and with the session). */
-	(void)rpc(c, &(struct call){ .cmd = PROTO_CMD_DEV_CLOSE, .body = &req, .blen = sizeof(req),
-				     .rpy = &rpy, .rpy_len = sizeof(rpy) });
-	pthread_mutex_lock(&c->lock);
-	ilist_del(&d->node);
-	pthread_mutex_unlock(&c->lock);
+	release_handle(d->c, PROTO_CMD_DEV_CLOSE, d->handle, &d->node);
 	dev_free(d);
 }
 
@@ -414,20 +423,9 @@ uint64_t iovad_mem_phys(const struct iovad_mem *m)
 
 void iovad_mem_free(struct iovad_mem *m)
 {
-	struct proto_mem_ref req = { 0 };
-	struct proto_status rpy;
-	struct iovad *c;
-
 	if (!m)
 		return;
-	c = m->c;
-	req.mem = m->handle;
-	/* Ignored: the daemon keeps linked memory pinned by itself, and drops it at teardown. */
-	(void)rpc(c, &(struct call){ .cmd = PROTO_CMD_MEM_FREE, .body = &req, .blen = sizeof(req),
-				     .rpy = &rpy, .rpy_len = sizeof(rpy) });
-	pthread_mutex_lock(&c->lock);
-	ilist_del(&m->node);
-	pthread_mutex_unlock(&c->lock);
+	release_handle(m->c, PROTO_CMD_MEM_FREE, m->handle, &m->node);
 	mem_free(m);
 }
 
