@@ -353,6 +353,8 @@ static int handle_dev_open(struct session *s, const struct proto_req *req)
 	struct proto_dev_open_rpy rpy = { 0 };
 	uint32_t i, n = sizeof(s->devs) / sizeof(s->devs[0]);
 
+	if (n > s->srv->lim.max_devs)
+		n = s->srv->lim.max_devs;
 	if (!e)
 		return -ENODEV;
 	for (i = 0; i < n && s->devs[i]; i++)
