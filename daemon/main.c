@@ -153,6 +153,8 @@ static void apply_policy(struct srv *s, const struct config *cfg)
 
 struct main_ctx {
 	struct srv *srv;
+	struct event *watchdog;
+	struct timeval watchdog_tv;
 	const char *config;  /* the file in use, NULL for the built-in configuration */
 	const struct config *cfg;
 	struct event *grace;
@@ -202,6 +204,38 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	m->grace_deadline = now_ns() + (uint64_t)SHUTDOWN_GRACE_MS * 1000000u;
 	grace_cb(-1, 0, m);
+}
+
+/*
+ * WATCHDOG=1 from the event loop itself, at half the interval systemd asked
+ * for (WatchdogSec=), so a loop that is stuck stops pinging and gets the
+ * daemon restarted.
+ */
+static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct main_ctx *m = arg;
+
+	(void)fd;
+	(void)what;
+	(void)sd_notify(0, "WATCHDOG=1");
+	event_add(m->watchdog, &m->watchdog_tv);
+}
+
+static int watchdog_start(struct main_ctx *m)
+{
+	uint64_t usec;
+	int r = sd_watchdog_enabled(0, &usec);
+
+	if (r <= 0)
+		return r; /* not asked for (0), or a malformed WATCHDOG_USEC (< 0) */
+	usec /= 2;
+	m->watchdog_tv.tv_sec = (time_t)(usec / 1000000u);
+	m->watchdog_tv.tv_usec = (suseconds_t)(usec % 1000000u);
+	m->watchdog = evtimer_new(m->srv->base, watchdog_cb, m);
+	if (!m->watchdog || event_add(m->watchdog, &m->watchdog_tv))
+		return -ENOMEM;
+	log_info("watchdog: pinging every %" PRIu64 " ms", usec / 1000u);
+	return 1;
 }
 
 /* Compare the device topology of two configurations by name and domain. */
@@ -344,9 +378,14 @@ int main(int argc, char **argv)
 		if (!sigs[i] || event_add(sigs[i], NULL))
 			return 1;
 
+	r = watchdog_start(&m);
+	if (r < 0)
+		log_warn("watchdog: %s; not pinging", strerror(-r));
 	log_notice("iovad %s ready: %u devices, io=%s", IOVAD_VERSION, s.devices.ndevs,
 		   s.io == IO_URING ? "io_uring" : "epoll");
 	(void)sd_notify(0, "READY=1");
+	if (r > 0)
+		(void)sd_notify(0, "WATCHDOG=1");
 	notify_status(&s);
 
 	event_base_dispatch(s.base);
@@ -359,6 +398,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(m.grace);
+	if (m.watchdog)
+		event_free(m.watchdog);
 	devices_fini(&s.devices);
 	event_base_free(s.base);
 	free(s.scratch);
