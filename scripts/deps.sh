@@ -12,6 +12,7 @@ pkgs=(
 	libibverbs-dev        # rxe backend
 	libsystemd-dev        # sd_notify, socket activation
 	libinih-dev           # the configuration file
+	scdoc                 # man pages
 )
 
 missing=()

@@ -2,7 +2,8 @@
 /*
  * iovadctl.c - the admin CLI of iovad: daemon status, devices with their
  * domain counters, clients, and the IOVA states and streaming mappings of
- * one client.
+ * one client; with --prometheus (or the metrics command), the counters in
+ * the Prometheus text exposition format.
  *
  * It speaks the wire protocol directly (proto.h), one request at a time on
  * one connection: HELLO, then the admin queries. Admin queries need uid 0 or
@@ -471,7 +472,100 @@ struct opts {
 	const char *socket;
 	bool json;
 	bool longfmt;
+	bool prom;
 };
+
+/* ==== Prometheus text exposition format (version 0.0.4) ====================== */
+
+/*
+ * Every metric family is written as "# HELP", "# TYPE", then all its samples
+ * together. Counters end in _total; current values are gauges. Device
+ * counters carry {device="NAME",domain="N"}; devices of one domain share
+ * their domain's counters, so sum by domain, not by device.
+ */
+
+/* HELP text: backslash and newline escaped. */
+static void prom_help_text(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\\\", f);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+/*
+ * A label value between double quotes: backslash, double quote and newline
+ * escaped as the format requires. A name from the wire is not trusted to be
+ * UTF-8: other control bytes and non-ASCII bytes become '?'.
+ */
+static void prom_label_value(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\\')
+			fputs("\\\\", f);
+		else if (*p == '"')
+			fputs("\\\"", f);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p < 0x20 || *p >= 0x7f)
+			fputc('?', f);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static void prom_family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s ", name);
+	prom_help_text(f, help);
+	fprintf(f, "\n# TYPE %s %s\n", name, type);
+}
+
+/* A family with one unlabelled sample. */
+static void prom_single(FILE *f, const char *name, const char *type, const char *help,
+			uint64_t v)
+{
+	prom_family(f, name, type, help);
+	fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+static void prom_status(FILE *f, const struct proto_status_rpy *s, const char *backend)
+{
+	prom_single(f, "iovad_uptime_seconds", "gauge",
+		    "Seconds since the daemon started (whole seconds).",
+		    s->uptime_ns / 1000000000u);
+	prom_single(f, "iovad_pid", "gauge", "Process id of the daemon.", s->pid);
+	prom_family(f, "iovad_io_backend_info", "gauge",
+		    "The daemon's I/O backend, in the backend label; the value is always 1.");
+	fputs("iovad_io_backend_info{backend=", f);
+	prom_label_value(f, backend);
+	fputs("} 1\n", f);
+	prom_single(f, "iovad_clients", "gauge", "Clients connected now.", s->clients);
+	prom_single(f, "iovad_devices", "gauge", "Devices the daemon offers.", s->devices);
+	prom_single(f, "iovad_sessions_total", "counter", "Client sessions served.",
+		    s->sessions_total);
+	prom_single(f, "iovad_frames_in_total", "counter", "Request frames received.",
+		    s->frames_in);
+	prom_single(f, "iovad_frames_bad_total", "counter", "Request frames refused as malformed.",
+		    s->frames_bad);
+	prom_single(f, "iovad_teardowns_total", "counter",
+		    "Sessions that ended still holding resources, torn down by the daemon.",
+		    s->teardowns);
+	prom_single(f, "iovad_leaked_states_total", "counter",
+		    "IOVA states torn down on disconnect.", s->leaked_states);
+	prom_single(f, "iovad_leaked_maps_total", "counter",
+		    "Streaming mappings torn down on disconnect.", s->leaked_maps);
+	prom_single(f, "iovad_leaked_mems_total", "counter",
+		    "Memory objects released on disconnect.", s->leaked_mems);
+	prom_single(f, "iovad_mem_bytes", "gauge", "Bytes of client memory imported now.",
+		    s->mem_bytes);
+}
 
 static const char *io_backend_name(uint32_t io)
 {
@@ -485,11 +579,9 @@ static const char *io_backend_name(uint32_t io)
 	}
 }
 
-static int cmd_status(struct ctl *c, const struct opts *o)
+static int get_status(struct ctl *c, struct proto_status_rpy *s)
 {
 	const size_t want = sizeof(struct proto_hdr) + sizeof(struct proto_status_rpy);
-	struct proto_status_rpy s;
-	uint64_t up_s;
 	int r;
 
 	r = ctl_call(c, PROTO_CMD_STATUS, NULL, 0, want);
@@ -497,7 +589,23 @@ static int cmd_status(struct ctl *c, const struct opts *o)
 		return r;
 	if (c->len != want)
 		return -EBADMSG;
-	memcpy(&s, c->buf + sizeof(struct proto_hdr), sizeof(s));
+	memcpy(s, c->buf + sizeof(struct proto_hdr), sizeof(*s));
+	return 0;
+}
+
+static int cmd_status(struct ctl *c, const struct opts *o)
+{
+	struct proto_status_rpy s;
+	uint64_t up_s;
+	int r;
+
+	r = get_status(c, &s);
+	if (r)
+		return r;
+	if (o->prom) {
+		prom_status(stdout, &s, io_backend_name(s.io_backend));
+		return 0;
+	}
 	if (o->json) {
 		bool first = true;
 
@@ -589,6 +697,100 @@ static void stats_array(const struct proto_dev_stats *s, uint64_t v[NSTATS])
 	memcpy(v, s, sizeof(*s));
 }
 
+/* Prometheus: the counters of struct proto_dev_stats, in order; gauges have no _total. */
+static const struct {
+	const char *name;
+	bool gauge;
+	const char *help;
+} prom_dev_stats[] = {
+	{ "iovad_device_iova_allocs_total", false, "IOVA allocations in the device's domain." },
+	{ "iovad_device_iova_frees_total", false, "IOVA states freed in the device's domain." },
+	{ "iovad_device_links_total", false, "dma_iova_link calls in the device's domain." },
+	{ "iovad_device_unlinks_total", false, "dma_iova_unlink calls in the device's domain." },
+	{ "iovad_device_syncs_total", false, "dma_iova_sync calls in the device's domain." },
+	{ "iovad_device_iotlb_flushes_total", false, "IOTLB flushes of the device's domain." },
+	{ "iovad_device_bounced_bytes_total", false, "Bytes bounced through swiotlb." },
+	{ "iovad_device_io_page_faults_total", false, "I/O page faults in the device's domain." },
+	{ "iovad_device_map_phys_total", false, "dma_map_phys calls in the device's domain." },
+	{ "iovad_device_unmap_phys_total", false, "dma_unmap_phys calls in the device's domain." },
+	{ "iovad_device_dma_reads_total", false, "Device DMA reads in the device's domain." },
+	{ "iovad_device_dma_writes_total", false, "Device DMA writes in the device's domain." },
+	{ "iovad_device_dma_bytes_total", false, "Bytes moved by device DMA in the device's domain." },
+	{ "iovad_device_free_busy_total", false, "Frees refused: ranges still linked." },
+	{ "iovad_device_mapped_bytes", true, "Bytes mapped in the device's domain now." },
+	{ "iovad_device_table_bytes", true, "Bytes of IO page table of the device's domain now." },
+};
+_Static_assert(sizeof(prom_dev_stats) / sizeof(prom_dev_stats[0]) == NSTATS, "prom_dev_stats");
+
+/* device="NAME",domain="N" (without the braces) */
+static void prom_dev_label_pairs(FILE *f, const struct proto_dev_entry *d)
+{
+	char name[PROTO_DEV_NAME_MAX + 1], dom[16];
+
+	wire_name(name, d->name);
+	snprintf(dom, sizeof(dom), "%" PRIu32, d->domain);
+	fputs("device=", f);
+	prom_label_value(f, name);
+	fputs(",domain=", f);
+	prom_label_value(f, dom);
+}
+
+/* {device="NAME",domain="N"} */
+static void prom_dev_labels(FILE *f, const struct proto_dev_entry *d)
+{
+	fputc('{', f);
+	prom_dev_label_pairs(f, d);
+	fputc('}', f);
+}
+
+static void prom_devices(FILE *f, const struct proto_dev_entry *devs, uint32_t n)
+{
+	char flags[CELL_MAX];
+
+	prom_family(f, "iovad_device_info", "gauge",
+		    "A device and its properties in labels; the value is always 1.");
+	for (uint32_t i = 0; i < n; i++) {
+		const struct proto_dev_entry *d = &devs[i];
+
+		flags_str(flags, sizeof(flags), d->flags);
+		fputs("iovad_device_info{", f);
+		prom_dev_label_pairs(f, d);
+		fputs(",type=", f);
+		prom_label_value(f, d->flags & PROTO_DEV_IDENTITY ? "identity" : "translating");
+		fputs(",flags=", f);
+		prom_label_value(f, flags);
+		fputs("} 1\n", f);
+	}
+	prom_family(f, "iovad_device_granule_bytes", "gauge",
+		    "IOVA granule of the device's domain in bytes (0: identity domain).");
+	for (uint32_t i = 0; i < n; i++) {
+		bool identity = devs[i].flags & PROTO_DEV_IDENTITY;
+
+		fputs("iovad_device_granule_bytes", f);
+		prom_dev_labels(f, &devs[i]);
+		fprintf(f, " %" PRIu64 "\n", identity || devs[i].granule_shift >= 64 ? 0 :
+			UINT64_C(1) << devs[i].granule_shift);
+	}
+	prom_family(f, "iovad_device_dma_mask_bits", "gauge", "Width of the device's DMA mask in bits.");
+	for (uint32_t i = 0; i < n; i++) {
+		fputs("iovad_device_dma_mask_bits", f);
+		prom_dev_labels(f, &devs[i]);
+		fprintf(f, " %u\n", mask_bits(devs[i].dma_mask));
+	}
+	for (size_t k = 0; k < NSTATS; k++) {
+		prom_family(f, prom_dev_stats[k].name, prom_dev_stats[k].gauge ? "gauge" : "counter",
+			    prom_dev_stats[k].help);
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t v[NSTATS];
+
+			stats_array(&devs[i].stats, v);
+			fputs(prom_dev_stats[k].name, f);
+			prom_dev_labels(f, &devs[i]);
+			fprintf(f, " %" PRIu64 "\n", v[k]);
+		}
+	}
+}
+
 static int get_devices(struct ctl *c, struct proto_dev_entry **ret, uint32_t *ret_n)
 {
 	void *p;
@@ -667,6 +869,10 @@ static int cmd_devices(struct ctl *c, const struct opts *o)
 	r = get_devices(c, &devs, &n);
 	if (r)
 		return r;
+	if (o->prom) {
+		prom_devices(stdout, devs, n);
+		goto out;
+	}
 	if (o->json) {
 		devices_json(devs, n);
 		goto out;
@@ -832,6 +1038,26 @@ out:
 	return r;
 }
 
+/* metrics: STATUS and LIST_DEVICES in one exposition; nothing is printed unless both succeed. */
+static int cmd_metrics(struct ctl *c)
+{
+	struct proto_dev_entry *devs = NULL;
+	struct proto_status_rpy s;
+	uint32_t n;
+	int r;
+
+	r = get_status(c, &s);
+	if (r)
+		return r;
+	r = get_devices(c, &devs, &n);
+	if (r)
+		return r;
+	prom_status(stdout, &s, io_backend_name(s.io_backend));
+	prom_devices(stdout, devs, n);
+	free(devs);
+	return 0;
+}
+
 /* ==== main ================================================================== */
 
 static void usage(FILE *f)
@@ -843,10 +1069,13 @@ static void usage(FILE *f)
 		"  status                daemon status and totals\n"
 		"  devices               devices and their domain counters\n"
 		"  clients               connected clients (* marks this iovadctl)\n"
-		"  mappings SESSION_ID   IOVA states and streaming mappings of a client\n\n"
+		"  mappings SESSION_ID   IOVA states and streaming mappings of a client\n"
+		"  metrics               status and devices together, in the Prometheus format\n\n"
 		"Options:\n"
 		"  -s, --socket PATH     daemon socket (default: $IOVAD_SOCKET, else %s)\n"
 		"  -j, --json            JSON output\n"
+		"  -p, --prometheus      Prometheus text format (status, devices, metrics);\n"
+		"                        not with --json\n"
 		"  -l, --long            devices: every counter\n"
 		"  -h, --help            this text\n"
 		"  -V, --version         the version\n",
@@ -888,7 +1117,7 @@ static const char *hint(int err, const char *what)
 	}
 }
 
-enum cmd { CMD_STATUS, CMD_DEVICES, CMD_CLIENTS, CMD_MAPPINGS };
+enum cmd { CMD_STATUS, CMD_DEVICES, CMD_CLIENTS, CMD_MAPPINGS, CMD_METRICS };
 
 static int parse_u64(const char *s, uint64_t *ret)
 {
@@ -911,6 +1140,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "long", no_argument, NULL, 'l' },
+		{ "prometheus", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -922,7 +1152,7 @@ int main(int argc, char **argv)
 	enum cmd cmd;
 	int ch, r, nargs;
 
-	while ((ch = getopt_long(argc, argv, "s:jlhV", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "s:jlphV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			o.socket = optarg;
@@ -932,6 +1162,9 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			o.longfmt = true;
+			break;
+		case 'p':
+			o.prom = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -943,6 +1176,10 @@ int main(int argc, char **argv)
 		default:
 			return usage_error();
 		}
+	}
+	if (o.json && o.prom) {
+		fprintf(stderr, "iovadctl: --json and --prometheus exclude each other\n");
+		return usage_error();
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "iovadctl: missing command\n");
@@ -959,6 +1196,8 @@ int main(int argc, char **argv)
 	} else if (!strcmp(name, "mappings")) {
 		cmd = CMD_MAPPINGS;
 		nargs = 1;
+	} else if (!strcmp(name, "metrics")) {
+		cmd = CMD_METRICS;
 	} else {
 		fprintf(stderr, "iovadctl: unknown command '%s'\n", name);
 		return usage_error();
@@ -966,6 +1205,15 @@ int main(int argc, char **argv)
 	if (argc - optind - 1 != nargs) {
 		fprintf(stderr, "iovadctl: %s: %s\n", name,
 			nargs ? "expected one argument: SESSION_ID" : "takes no arguments");
+		return usage_error();
+	}
+	if (o.prom && (cmd == CMD_CLIENTS || cmd == CMD_MAPPINGS)) {
+		fprintf(stderr, "iovadctl: %s: no Prometheus output (--prometheus applies to "
+			"status, devices and metrics)\n", name);
+		return usage_error();
+	}
+	if (cmd == CMD_METRICS && o.json) {
+		fprintf(stderr, "iovadctl: metrics: always in the Prometheus format, not JSON\n");
 		return usage_error();
 	}
 	if (cmd == CMD_MAPPINGS && parse_u64(argv[optind + 1], &session_id)) {
@@ -1010,6 +1258,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_MAPPINGS:
 		r = cmd_mappings(&c, &o, session_id);
+		break;
+	case CMD_METRICS:
+		r = cmd_metrics(&c);
 		break;
 	}
 	ctl_close(&c);

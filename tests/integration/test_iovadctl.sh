@@ -226,6 +226,213 @@ else
 	not_ok "devices --json exits 0"
 fi
 
+# ---- Prometheus ------------------------------------------------------------------
+
+# A strict reader of the text exposition format (0.0.4): every line is a HELP,
+# a TYPE or a sample (no blank lines, no other comments); each family has
+# one HELP then one TYPE before its samples, and its samples are together;
+# names match [a-zA-Z_:][a-zA-Z0-9_:]*, label names [a-zA-Z_][a-zA-Z0-9_]*,
+# label values escape only \\, \" and \n; no series twice; values are
+# integers (iovad's are); counters end in _total and gauges do not; the
+# output ends with a newline. Then: the families named on the command line
+# are there, and every family with a device label has the six devices.
+cat >"$dir/prom.py" <<'EOF_PY'
+import re, sys
+
+NAME = r'[a-zA-Z_:][a-zA-Z0-9_:]*'
+LNAME = r'[a-zA-Z_][a-zA-Z0-9_]*'
+LVALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
+HELP = re.compile(r'# HELP (' + NAME + r') ((?:[^\\\n]|\\[\\n])*)$')
+TYPE = re.compile(r'# TYPE (' + NAME + r') (counter|gauge|histogram|summary|untyped)$')
+SAMPLE = re.compile(r'(' + NAME + r')(\{(?:' + LNAME + '=' + LVALUE + r'(?:,' + LNAME + '='
+                    + LVALUE + r')*,?)?\})? (-?[0-9]+)$')
+PAIR = re.compile(r'(' + LNAME + ')=(' + LVALUE + ')')
+DEVICES = sys.argv[2].split()
+want = sys.argv[3:]
+
+def die(n, msg, line=''):
+    sys.exit('line %d: %s: %r' % (n, msg, line))
+
+text = open(sys.argv[1]).read()
+if not text.endswith('\n'):
+    sys.exit('does not end with a newline')
+helps, types, done, series, devs = {}, {}, set(), set(), {}
+cur = None
+for n, line in enumerate(text[:-1].split('\n'), 1):
+    if line.startswith('#'):
+        m = HELP.match(line) or TYPE.match(line)
+        if not m:
+            die(n, 'a comment that is neither HELP nor TYPE', line)
+        name = m.group(1)
+        if name in done:
+            die(n, 'HELP or TYPE after the samples of ' + name, line)
+        if cur and name != cur:
+            done.add(cur)
+        cur = name
+        if line.startswith('# HELP'):
+            if name in helps or name in types:
+                die(n, 'HELP twice, or after TYPE, for ' + name, line)
+            helps[name] = m.group(2)
+        else:
+            if name in types or name not in helps:
+                die(n, 'TYPE twice, or before HELP, for ' + name, line)
+            types[name] = m.group(2)
+            if m.group(2) == 'counter' and not name.endswith('_total'):
+                die(n, 'a counter without the _total suffix', line)
+            if m.group(2) == 'gauge' and name.endswith('_total'):
+                die(n, 'a gauge with the _total suffix', line)
+            if m.group(2) not in ('counter', 'gauge'):
+                die(n, 'iovad has only counters and gauges', line)
+        continue
+    m = SAMPLE.match(line)
+    if not m:
+        die(n, 'not a sample line (or a value that is not an integer)', line)
+    name, labels = m.group(1), m.group(2) or '{}'
+    if name != cur or name not in types or name in done:
+        die(n, 'a sample without HELP and TYPE just before, or apart from its family', line)
+    pairs = PAIR.findall(labels)
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        die(n, 'a label twice', line)
+    key = (name, tuple(sorted(pairs)))
+    if key in series:
+        die(n, 'a series twice', line)
+    series.add(key)
+    lab = dict(pairs)
+    if 'device' in lab:
+        if not re.fullmatch(r'"[0-9]+"', lab.get('domain', '')):
+            die(n, 'a device sample without an integer domain label', line)
+        devs.setdefault(name, []).append(lab['device'].strip('"'))
+for name in types:
+    if not any(s[0] == name for s in series):
+        sys.exit('family %s has no samples' % name)
+for name in want:
+    if name not in types:
+        sys.exit('missing family ' + name)
+for name, seen in devs.items():
+    if seen != DEVICES:
+        sys.exit('%s: devices %s, expected %s' % (name, seen, DEVICES))
+if want and any(w.startswith('iovad_device_') for w in want) and not devs:
+    sys.exit('no device samples')
+EOF_PY
+
+# prom FAMILY...: $dir/out passes prom.py and has these families.
+prom() {
+	python3 "$dir/prom.py" "$dir/out" "$devices" "$@" 2>>"$dir/err"
+}
+
+status_families="iovad_uptime_seconds iovad_pid iovad_io_backend_info iovad_clients
+	iovad_devices iovad_sessions_total iovad_frames_in_total iovad_frames_bad_total
+	iovad_teardowns_total iovad_leaked_states_total iovad_leaked_maps_total
+	iovad_leaked_mems_total iovad_mem_bytes"
+device_families="iovad_device_info iovad_device_granule_bytes iovad_device_dma_mask_bits
+	iovad_device_iova_allocs_total iovad_device_iova_frees_total iovad_device_links_total
+	iovad_device_unlinks_total iovad_device_syncs_total iovad_device_iotlb_flushes_total
+	iovad_device_bounced_bytes_total iovad_device_io_page_faults_total
+	iovad_device_map_phys_total iovad_device_unmap_phys_total iovad_device_dma_reads_total
+	iovad_device_dma_writes_total iovad_device_dma_bytes_total iovad_device_free_busy_total
+	iovad_device_mapped_bytes iovad_device_table_bytes"
+
+# The checker itself must refuse what the format forbids.
+prom_refuses() {
+	printf '%b' "$1" >"$dir/out"
+	! python3 "$dir/prom.py" "$dir/out" "" 2>/dev/null
+}
+check "prom checker: refuses a sample without HELP and TYPE" prom_refuses 'a_total 1\n'
+check "prom checker: refuses TYPE before HELP" \
+	prom_refuses '# TYPE a_total counter\n# HELP a_total x\na_total 1\n'
+check "prom checker: refuses a counter without _total" \
+	prom_refuses '# HELP a x\n# TYPE a counter\na 1\n'
+check "prom checker: refuses a bad name" prom_refuses '# HELP 1a x\n# TYPE 1a gauge\n1a 1\n'
+check "prom checker: refuses a bad escape" \
+	prom_refuses '# HELP a x\n# TYPE a gauge\na{l="\\t"} 1\n'
+check "prom checker: refuses a non-integer" prom_refuses '# HELP a x\n# TYPE a gauge\na 1.5\n'
+check "prom checker: refuses a split family" \
+	prom_refuses '# HELP a x\n# TYPE a gauge\na 1\n# HELP b x\n# TYPE b gauge\nb 1\na{x="1"} 1\n'
+check "prom checker: accepts escapes" sh -c '
+	printf "%s\n" "# HELP a x \\\\ y \\n z" "# TYPE a gauge" "a{l=\"q\\\"b\\\\s\\nn\"} 1" >"$2/out"
+	python3 "$1" "$2/out" ""' sh "$dir/prom.py" "$dir"
+
+check "--help mentions --prometheus and metrics" sh -c '
+	"$1" --help >"$2/help" && grep -q -- "--prometheus" "$2/help" &&
+	grep -q "^  metrics " "$2/help"' sh "$CTL" "$dir"
+
+if run 0 --prometheus status; then
+	# shellcheck disable=SC2086
+	check "status --prometheus: strict format, every status family" prom $status_families
+	check "status --prometheus: 6 devices" grep -q "^iovad_devices 6$" "$dir/out"
+	check "status --prometheus: io backend epoll" \
+		grep -q '^iovad_io_backend_info{backend="epoll"} 1$' "$dir/out"
+	check "status --prometheus: the daemon's pid" grep -q "^iovad_pid $daemon_pid$" "$dir/out"
+	check "status --prometheus: no device samples" sh -c '! grep -q "^iovad_device_" "$1"' \
+		sh "$dir/out"
+else
+	not_ok "status --prometheus exits 0"
+fi
+
+if run 0 -p devices; then
+	# shellcheck disable=SC2086
+	check "devices -p: strict format, every device family" prom $device_families
+	for d in $devices; do
+		check "devices -p: $d labelled" grep -q "^iovad_device_links_total{device=\"$d\",domain=\"[0-9]*\"} [0-9]*$" "$dir/out"
+	done
+	check "devices -p: sim64k0 has a 65536 granule" \
+		grep -q '^iovad_device_granule_bytes{device="sim64k0",domain="[0-9]*"} 65536$' "$dir/out"
+	check "devices -p: sim32 has a 32-bit mask" \
+		grep -q '^iovad_device_dma_mask_bits{device="sim32",domain="[0-9]*"} 32$' "$dir/out"
+	check "devices -p: identity0 is identity" \
+		grep -q '^iovad_device_info{device="identity0",domain="[0-9]*",type="identity",' "$dir/out"
+	check "devices -p: 16 counters and gauges of struct proto_dev_stats, 6 samples each" \
+		test "$(grep -c '^iovad_device_[a-z_]*{device=' "$dir/out")" -eq $((19 * 6))
+	check "devices -p: no status samples" sh -c '! grep -q "^iovad_clients" "$1"' sh "$dir/out"
+else
+	not_ok "devices -p exits 0"
+fi
+
+if run 0 --prometheus devices --long; then
+	# shellcheck disable=SC2086
+	check "devices --prometheus --long: the same strict output" prom $device_families
+else
+	not_ok "devices --prometheus --long exits 0"
+fi
+
+if run 0 metrics; then
+	# shellcheck disable=SC2086
+	check "metrics: strict format, status and device families" \
+		prom $status_families $device_families
+	check "metrics: every counter ends in _total, every family typed" sh -c '
+		awk "\$1 == \"#\" && \$2 == \"TYPE\" { if ((\$4 == \"counter\") != (\$3 ~ /_total\$/)) bad = 1; n++ }
+		     END { exit bad || n != 32 }" "$1"' sh "$dir/out"
+	check "metrics: values are integers" sh -c '
+		grep -v "^#" "$1" | awk "{ if (\$NF !~ /^[0-9]+\$/) bad = 1 } END { exit bad }"' \
+		sh "$dir/out"
+else
+	not_ok "metrics exits 0"
+fi
+check "--prometheus metrics: the same families" sh -c '
+	"$1" --socket "$2" --prometheus metrics >"$3/out" &&
+	python3 "$3/prom.py" "$3/out" "$4" iovad_clients iovad_device_links_total' \
+	sh "$CTL" "$sock" "$dir" "$devices"
+
+for args in "--json --prometheus status" "--prometheus --json devices" "-j -p metrics" \
+	"--json metrics" "--prometheus clients" "--prometheus mappings 1" "metrics extra"; do
+	# shellcheck disable=SC2086
+	if run 2 $args; then
+		check "$args: usage error, nothing on stdout" test ! -s "$dir/out"
+	else
+		not_ok "$args exits 2"
+	fi
+done
+if run 2 --json --prometheus status; then
+	check "--json --prometheus: says why" \
+		grep -q "^iovadctl: --json and --prometheus exclude each other$" "$dir/err"
+else
+	not_ok "--json --prometheus status exits 2"
+fi
+check "metrics with no daemon: exit 1, nothing on stdout" sh -c '
+	"$1" --socket "$2/nonexistent" metrics >"$2/out" 2>/dev/null
+	[ $? -eq 1 ] && [ ! -s "$2/out" ]' sh "$CTL" "$dir"
+
 # ---- clients ---------------------------------------------------------------------
 
 if run 0 clients; then

@@ -70,7 +70,7 @@ enum iovad_dma_dir {
 
 #define IOVAD_IOVA_USE_SWIOTLB (UINT64_C(1) << 63)
 
-/* Device properties, as iovad_dev_info() reports them. */
+/* Device properties, as iovad_dev_flags() reports them. */
 #define IOVAD_DEV_IDENTITY     0x1u
 #define IOVAD_DEV_UNTRUSTED    0x2u
 #define IOVAD_DEV_NON_COHERENT 0x4u
