@@ -134,6 +134,7 @@ struct srv {
 	struct evconnlistener **listeners;
 	uint32_t nlisteners;
 	char *own_socket_path;     /* unlinked at exit */
+	char *policy_path;         /* the socket file whose group the policy follows */
 	struct conn *conns;        /* list */
 	uint32_t nconns;
 	uint64_t next_session_id;

@@ -261,10 +261,10 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	/* Re-read the socket's group: SocketGroup= or a chown may have changed it. */
 	s->pol.sock_gid_valid = false;
-	if (s->own_socket_path) {
+	if (s->policy_path) {
 		struct stat st;
 
-		if (stat(s->own_socket_path, &st) == 0) {
+		if (stat(s->policy_path, &st) == 0) {
 			s->pol.sock_gid = st.st_gid;
 			s->pol.sock_gid_valid = true;
 		}

@@ -470,6 +470,9 @@ static void policy_from_path(struct srv *s, const char *path)
 	if (!s->pol.sock_gid_valid && path[0] && stat(path, &st) == 0) {
 		s->pol.sock_gid = st.st_gid;
 		s->pol.sock_gid_valid = true;
+		/* SIGHUP re-reads the group from here, own socket or inherited. */
+		if (!s->policy_path)
+			s->policy_path = strdup(path);
 	}
 }
 
@@ -555,6 +558,8 @@ void srv_stop_listening(struct srv *s)
 		free(s->own_socket_path);
 		s->own_socket_path = NULL;
 	}
+	free(s->policy_path);
+	s->policy_path = NULL;
 }
 
 void srv_close_all(struct srv *s)
