@@ -4,8 +4,9 @@
 #   scripts/test.sh            all of it: release + ASan/UBSan builds, ctest in
 #                              both (unit and integration, the latter on both
 #                              I/O backends), the unit tests again under
-#                              valgrind, and a bounded libFuzzer run
-#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz)
+#                              valgrind, a bounded libFuzzer run, and the
+#                              systemd units checked offline
+#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
 set -uo pipefail
@@ -92,15 +93,27 @@ run_fuzz() {
 	fi
 }
 
+run_units() {
+	# systemd-analyze verify (no warnings) and security (exposure <= 2.0), offline.
+	echo "== units: systemd-analyze verify and security"
+	if "$root/scripts/check-units.sh" "$root/build/release"; then
+		passed=$((passed + 1))
+	else
+		echo "== units: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_ctest asan; run_valgrind; run_fuzz ;;
+all) run_ctest release; run_units; run_ctest asan; run_valgrind; run_fuzz ;;
 release | asan) run_ctest "$what" ;;
 valgrind) run_valgrind ;;
 fuzz) run_fuzz ;;
-*) echo "usage: $0 [all|release|asan|valgrind|fuzz]" >&2; exit 2 ;;
+units) run_units ;;
+*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units]" >&2; exit 2 ;;
 esac
 
 echo "tests: $passed passed, $failed failed"
