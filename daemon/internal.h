@@ -149,6 +149,8 @@ int srv_listen_path(struct srv *s, const char *path);
 int srv_adopt_inherited(struct srv *s);
 void srv_stop_listening(struct srv *s);
 void srv_close_all(struct srv *s);
+/* sd_notify STATUS= with live counts (a no-op outside systemd). */
+void srv_notify_status(const struct srv *s);
 uint64_t now_ns(void);
 
 /* A connection: owned by server.c, its bytes moved by one transport. */

@@ -161,12 +161,6 @@ struct main_ctx {
 	uint64_t grace_deadline;
 };
 
-static void notify_status(const struct srv *s)
-{
-	(void)sd_notifyf(0, "STATUS=%u clients, %" PRIu64 " bytes of client memory", s->nconns,
-			 s->devices.pmem.stats.bytes);
-}
-
 /* Shutting down: exit once every connection is gone or the grace period ends. */
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -218,6 +212,7 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)sd_notify(0, "WATCHDOG=1");
+	srv_notify_status(m->srv); /* the mapped-bytes count moves without connects */
 	event_add(m->watchdog, &m->watchdog_tv);
 }
 
@@ -289,7 +284,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	log_notice("SIGHUP: %s reloaded (policy and limits), %u clients kept",
 		   m->config ? m->config : "built-in configuration", s->nconns);
 	(void)sd_notify(0, "READY=1");
-	notify_status(s);
+	srv_notify_status(s);
 }
 
 int main(int argc, char **argv)
@@ -386,7 +381,7 @@ int main(int argc, char **argv)
 	(void)sd_notify(0, "READY=1");
 	if (r > 0)
 		(void)sd_notify(0, "WATCHDOG=1");
-	notify_status(&s);
+	srv_notify_status(&s);
 
 	event_base_dispatch(s.base);
 

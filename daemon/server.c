@@ -44,6 +44,21 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* STATUS= for systemctl status: live counts of clients and mapped bytes. */
+void srv_notify_status(const struct srv *s)
+{
+	uint64_t mapped = 0;
+
+	for (uint32_t i = 0; i < s->devices.ndoms; i++) {
+		struct dom_stats st;
+
+		dom_domain_stats(s->devices.doms[i], &st);
+		mapped += st.mapped_bytes;
+	}
+	(void)sd_notifyf(0, "STATUS=%u clients, %" PRIu64 " bytes mapped, %" PRIu64
+			 " bytes of client memory", s->nconns, mapped, s->devices.pmem.stats.bytes);
+}
+
 const struct transport_ops *srv_transport(const struct srv *s)
 {
 	return s->io == IO_URING ? &uring_transport : &epoll_transport;
@@ -146,6 +161,8 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	s->nconns--;
 	free(c);
+	if (!s->stopping)
+		srv_notify_status(s);
 }
 
 void conn_closed(struct conn *c, int err)
@@ -431,6 +448,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	log_info("session %" PRIu64 ": pid %d uid %u gid %u connected", session_id(c->sess),
 		 (int)cr.pid, (unsigned int)cr.uid, (unsigned int)cr.gid);
+	srv_notify_status(s);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
