@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -81,6 +82,14 @@ static inline void daemon_start_config(struct daemon *d, const char *config)
 	cr_assert_geq(d->pid, 0);
 	if (d->pid == 0) {
 		const char *vg = getenv("IOVAD_TEST_VALGRIND_LOG");
+
+		/*
+		 * The daemon must not outlive its test, nor hold the test worker's
+		 * descriptors (Criterion's pipes): a daemon left behind by a test
+		 * that timed out would otherwise keep the runner waiting for EOF.
+		 */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close_range(3, ~0U, 0);
 
 		/* scripts/test.sh runs the daemon under valgrind and reads these logs. */
 		if (vg && *vg) {
