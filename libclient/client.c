@@ -536,71 +536,147 @@ static int single_op(struct iovad_dev *d, struct proto_op *op, const struct batc
 	return rpy.res.status;
 }
 
+/*
+ * Each operation is built here once, for iovad_iova_*() and iovad_batch_*()
+ * alike: the same argument checks, the same fields, and the same target to
+ * update when the daemon's answer comes back.
+ */
+static int state_op(struct proto_op *op, struct batch_target *t, uint16_t opcode,
+		    struct iovad_iova_state *st, enum iovad_dma_dir dir, unsigned long attrs)
+{
+	if (!st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
+		return -EINVAL;
+	*op = (struct proto_op){ .opcode = opcode, .dir = (uint8_t)dir, .iova = st->addr,
+				 .attrs = attrs };
+	*t = (struct batch_target){ .st = st };
+	return 0;
+}
+
+static int link_op(struct proto_op *op, struct batch_target *t, struct iovad_iova_state *st,
+		   uint64_t phys, size_t offset, size_t size, enum iovad_dma_dir dir,
+		   unsigned long attrs)
+{
+	int r = state_op(op, t, PROTO_OP_LINK, st, dir, attrs);
+
+	if (r)
+		return r;
+	op->phys = phys;
+	op->offset = offset;
+	op->size = size;
+	return 0;
+}
+
+static int sync_op(struct proto_op *op, struct batch_target *t, struct iovad_iova_state *st,
+		   size_t offset, size_t size)
+{
+	int r = state_op(op, t, PROTO_OP_SYNC, st, IOVAD_DMA_BIDIRECTIONAL, 0);
+
+	if (r)
+		return r;
+	op->offset = offset;
+	op->size = size;
+	return 0;
+}
+
+static int unlink_op(struct proto_op *op, struct batch_target *t, struct iovad_iova_state *st,
+		     size_t offset, size_t size, enum iovad_dma_dir dir, unsigned long attrs)
+{
+	int r = state_op(op, t, PROTO_OP_UNLINK, st, dir, attrs);
+
+	if (r)
+		return r;
+	op->offset = offset;
+	op->size = size;
+	return 0;
+}
+
+static int destroy_op(struct proto_op *op, struct batch_target *t, struct iovad_iova_state *st,
+		      size_t mapped_len, enum iovad_dma_dir dir, unsigned long attrs)
+{
+	int r = state_op(op, t, PROTO_OP_DESTROY, st, dir, attrs);
+
+	if (r)
+		return r;
+	op->size = mapped_len;
+	return 0;
+}
+
+static int free_op(struct proto_op *op, struct batch_target *t, struct iovad_iova_state *st)
+{
+	return state_op(op, t, PROTO_OP_FREE, st, IOVAD_DMA_BIDIRECTIONAL, 0);
+}
+
+static int map_op(struct proto_op *op, struct batch_target *t, uint64_t phys, size_t size,
+		  enum iovad_dma_dir dir, unsigned long attrs, uint64_t *ret_dma)
+{
+	if (!ret_dma || !dir_attrs_ok(dir, attrs))
+		return -EINVAL;
+	*op = (struct proto_op){ .opcode = PROTO_OP_MAP, .dir = (uint8_t)dir, .phys = phys,
+				 .size = size, .attrs = attrs };
+	*t = (struct batch_target){ .ret_dma = ret_dma };
+	return 0;
+}
+
+static int unmap_op(struct proto_op *op, struct batch_target *t, uint64_t dma, size_t size,
+		    enum iovad_dma_dir dir, unsigned long attrs)
+{
+	if (!dir_attrs_ok(dir, attrs))
+		return -EINVAL;
+	*op = (struct proto_op){ .opcode = PROTO_OP_UNMAP, .dir = (uint8_t)dir, .iova = dma,
+				 .size = size, .attrs = attrs };
+	*t = (struct batch_target){ 0 };
+	return 0;
+}
+
+/* One op alone: a batch of one, one round trip. built: the builder's result. */
+static int single(struct iovad_dev *d, int built, struct proto_op *op, struct batch_target *t)
+{
+	if (!d)
+		return -EINVAL;
+	return built ? built : single_op(d, op, t);
+}
+
 int iovad_iova_link(struct iovad_dev *d, struct iovad_iova_state *st, uint64_t phys,
 		    size_t offset, size_t size, enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_LINK };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.phys = phys;
-	op.offset = offset;
-	op.size = size;
-	op.attrs = attrs;
-	return single_op(d, &op, &(struct batch_target){ .st = st });
+	return single(d, link_op(&op, &t, st, phys, offset, size, dir, attrs), &op, &t);
 }
 
 int iovad_iova_sync(struct iovad_dev *d, struct iovad_iova_state *st, size_t offset, size_t size)
 {
-	struct proto_op op = { .opcode = PROTO_OP_SYNC };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !st || !iovad_use_iova(st))
-		return -EINVAL;
-	op.iova = st->addr;
-	op.offset = offset;
-	op.size = size;
-	return single_op(d, &op, &(struct batch_target){ .st = st });
+	return single(d, sync_op(&op, &t, st, offset, size), &op, &t);
 }
 
 int iovad_iova_unlink(struct iovad_dev *d, struct iovad_iova_state *st, size_t offset,
 		      size_t size, enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_UNLINK };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.offset = offset;
-	op.size = size;
-	op.attrs = attrs;
-	return single_op(d, &op, &(struct batch_target){ .st = st });
+	return single(d, unlink_op(&op, &t, st, offset, size, dir, attrs), &op, &t);
 }
 
 int iovad_iova_destroy(struct iovad_dev *d, struct iovad_iova_state *st, size_t mapped_len,
 		       enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_DESTROY };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.size = mapped_len;
-	op.attrs = attrs;
-	return single_op(d, &op, &(struct batch_target){ .st = st });
+	return single(d, destroy_op(&op, &t, st, mapped_len, dir, attrs), &op, &t);
 }
 
 int iovad_iova_free(struct iovad_dev *d, struct iovad_iova_state *st)
 {
-	struct proto_op op = { .opcode = PROTO_OP_FREE };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !st || !iovad_use_iova(st))
-		return -EINVAL;
-	op.iova = st->addr;
-	return single_op(d, &op, &(struct batch_target){ .st = st });
+	return single(d, free_op(&op, &t, st), &op, &t);
 }
 
 uint64_t iovad_get_merge_boundary(struct iovad_dev *d)
@@ -611,29 +687,19 @@ uint64_t iovad_get_merge_boundary(struct iovad_dev *d)
 int iovad_map_phys(struct iovad_dev *d, uint64_t phys, size_t size, enum iovad_dma_dir dir,
 		   unsigned long attrs, uint64_t *ret_dma)
 {
-	struct proto_op op = { .opcode = PROTO_OP_MAP };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !ret_dma || !dir_attrs_ok(dir, attrs))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.phys = phys;
-	op.size = size;
-	op.attrs = attrs;
-	return single_op(d, &op, &(struct batch_target){ .ret_dma = ret_dma });
+	return single(d, map_op(&op, &t, phys, size, dir, attrs, ret_dma), &op, &t);
 }
 
 int iovad_unmap_phys(struct iovad_dev *d, uint64_t dma, size_t size, enum iovad_dma_dir dir,
 		     unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_UNMAP };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!d || !dir_attrs_ok(dir, attrs))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = dma;
-	op.size = size;
-	op.attrs = attrs;
-	return single_op(d, &op, &(struct batch_target){ 0 });
+	return single(d, unmap_op(&op, &t, dma, size, dir, attrs), &op, &t);
 }
 
 /* ---- the simulated device ---- */
@@ -859,101 +925,74 @@ static int batch_add(struct iovad_batch *b, struct iovad_dev *d, struct proto_op
 	return r;
 }
 
+/* One op queued in a batch. */
+static int batched(struct iovad_batch *b, struct iovad_dev *d, int built, struct proto_op *op,
+		   struct batch_target *t)
+{
+	return built ? built : batch_add(b, d, op, t);
+}
+
 int iovad_batch_link(struct iovad_batch *b, struct iovad_dev *d, struct iovad_iova_state *st,
 		     uint64_t phys, size_t offset, size_t size, enum iovad_dma_dir dir,
 		     unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_LINK };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.phys = phys;
-	op.offset = offset;
-	op.size = size;
-	op.attrs = attrs;
-	return batch_add(b, d, &op, &(struct batch_target){ .st = st });
+	return batched(b, d, link_op(&op, &t, st, phys, offset, size, dir, attrs), &op, &t);
 }
 
 int iovad_batch_sync(struct iovad_batch *b, struct iovad_dev *d, struct iovad_iova_state *st,
 		     size_t offset, size_t size)
 {
-	struct proto_op op = { .opcode = PROTO_OP_SYNC };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!st || !iovad_use_iova(st))
-		return -EINVAL;
-	op.iova = st->addr;
-	op.offset = offset;
-	op.size = size;
-	return batch_add(b, d, &op, &(struct batch_target){ .st = st });
+	return batched(b, d, sync_op(&op, &t, st, offset, size), &op, &t);
 }
 
 int iovad_batch_unlink(struct iovad_batch *b, struct iovad_dev *d, struct iovad_iova_state *st,
 		       size_t offset, size_t size, enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_UNLINK };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.offset = offset;
-	op.size = size;
-	op.attrs = attrs;
-	return batch_add(b, d, &op, &(struct batch_target){ .st = st });
+	return batched(b, d, unlink_op(&op, &t, st, offset, size, dir, attrs), &op, &t);
 }
 
 int iovad_batch_destroy(struct iovad_batch *b, struct iovad_dev *d, struct iovad_iova_state *st,
 			size_t mapped_len, enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_DESTROY };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!st || !dir_attrs_ok(dir, attrs) || !iovad_use_iova(st))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = st->addr;
-	op.size = mapped_len;
-	op.attrs = attrs;
-	return batch_add(b, d, &op, &(struct batch_target){ .st = st });
+	return batched(b, d, destroy_op(&op, &t, st, mapped_len, dir, attrs), &op, &t);
 }
 
 int iovad_batch_iova_free(struct iovad_batch *b, struct iovad_dev *d, struct iovad_iova_state *st)
 {
-	struct proto_op op = { .opcode = PROTO_OP_FREE };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!st || !iovad_use_iova(st))
-		return -EINVAL;
-	op.iova = st->addr;
-	return batch_add(b, d, &op, &(struct batch_target){ .st = st });
+	return batched(b, d, free_op(&op, &t, st), &op, &t);
 }
 
 int iovad_batch_map(struct iovad_batch *b, struct iovad_dev *d, uint64_t phys, size_t size,
 		    enum iovad_dma_dir dir, unsigned long attrs, uint64_t *ret_dma)
 {
-	struct proto_op op = { .opcode = PROTO_OP_MAP };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!ret_dma || !dir_attrs_ok(dir, attrs))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.phys = phys;
-	op.size = size;
-	op.attrs = attrs;
-	return batch_add(b, d, &op, &(struct batch_target){ .ret_dma = ret_dma });
+	return batched(b, d, map_op(&op, &t, phys, size, dir, attrs, ret_dma), &op, &t);
 }
 
 int iovad_batch_unmap(struct iovad_batch *b, struct iovad_dev *d, uint64_t dma, size_t size,
 		      enum iovad_dma_dir dir, unsigned long attrs)
 {
-	struct proto_op op = { .opcode = PROTO_OP_UNMAP };
+	struct proto_op op;
+	struct batch_target t;
 
-	if (!dir_attrs_ok(dir, attrs))
-		return -EINVAL;
-	op.dir = (uint8_t)dir;
-	op.iova = dma;
-	op.size = size;
-	op.attrs = attrs;
-	return batch_add(b, d, &op, &(struct batch_target){ 0 });
+	return batched(b, d, unmap_op(&op, &t, dma, size, dir, attrs), &op, &t);
 }
 
 size_t iovad_batch_count(const struct iovad_batch *b)
