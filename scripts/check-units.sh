@@ -33,14 +33,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 
 # systemd-analyze comes with the systemd package (no running systemd needed).
-if ! dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q "install ok installed"; then
-	echo "check-units: installing systemd (for systemd-analyze)"
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo="sudo"
-	export DEBIAN_FRONTEND=noninteractive
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends systemd ||
-		exit 1
-fi
+"$(dirname "$0")/deps.sh" systemd || exit 1
 
 tmp=$(mktemp -d /tmp/check-units.XXXXXX) || exit 1
 trap 'rm -rf "$tmp"' EXIT

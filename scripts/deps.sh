@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install iovad's build and test dependencies from Debian 12's archive.
 # Idempotent: apt-get runs only when something is missing.
+#
+#   scripts/deps.sh            the project's packages
+#   scripts/deps.sh PKG...     just these (fuzz.sh and check-units.sh use this)
 set -euo pipefail
 
 pkgs=(
@@ -14,6 +17,8 @@ pkgs=(
 	libinih-dev           # the configuration file
 	scdoc                 # man pages
 )
+
+[ "$#" -gt 0 ] && pkgs=("$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

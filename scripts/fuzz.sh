@@ -15,25 +15,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/build/fuzz"
 secs=${FUZZ_SECONDS:-60}
 
-# ---- dependencies (idempotent, as scripts/deps.sh) ----------------------------
-pkgs=(
-	clang                 # clang-14 on Debian 12
-	libclang-rt-14-dev    # libclang_rt.fuzzer, .asan, .ubsan_standalone
-	cmake make pkg-config
-)
-missing=()
-for p in "${pkgs[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-		missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-	echo "fuzz: installing ${missing[*]}"
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo="sudo"
-	export DEBIAN_FRONTEND=noninteractive
-	$sudo apt-get update -qq
-	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# clang-14 and compiler-rt (libclang_rt.fuzzer, .asan, .ubsan_standalone).
+"$root/scripts/deps.sh" clang libclang-rt-14-dev cmake make pkg-config
 
 mkdir -p "$out"
 work=$(mktemp -d /tmp/iovad-fuzz.XXXXXX)
