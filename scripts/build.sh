@@ -6,6 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cfg=${1:-release}
 shift || true
+# shellcheck disable=SC2054 # the comma belongs to -fsanitize=address,undefined
 case "$cfg" in
 release) args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DIOVAD_ENABLE_WERROR=ON) ;;
 asan) args=(-DCMAKE_BUILD_TYPE=Debug -DIOVAD_ENABLE_WERROR=ON -DIOVAD_SANITIZE=address,undefined) ;;

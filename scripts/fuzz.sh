@@ -56,7 +56,7 @@ fi
 mkdir -p "$work/corpus" "$out/artifacts"
 cp "$root"/tests/fuzz/corpus/* "$work/corpus/"
 log="$out/fuzz_proto.log"
-echo "fuzz: running fuzz_proto for ${secs}s on $(ls "$work/corpus" | wc -l) seeds"
+echo "fuzz: running fuzz_proto for ${secs}s on $(find "$work/corpus" -type f | wc -l) seeds"
 set +e
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \

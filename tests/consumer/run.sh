@@ -16,6 +16,8 @@
 # runs from the EXIT trap.
 # shellcheck disable=SC2016,SC2317
 set -u
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 if [ $# -ne 1 ] || [ ! -f "$1/CMakeCache.txt" ]; then
 	echo "usage: $0 BUILD_DIR   (a configured and built iovad build tree)" >&2
@@ -26,8 +28,6 @@ SRC=$(cd "$(dirname "$0")" && pwd)
 CXX_BIN=${CXX:-g++}
 CC_BIN=${CC:-cc}
 
-pass=0
-fail=0
 tmp=$(mktemp -d /tmp/iovad-consumer.XXXXXX) || exit 1
 stage=$tmp/stage
 sock=$tmp/iovad.sock
@@ -40,17 +40,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ok() {
-	pass=$((pass + 1))
-	echo "ok   $1"
-}
 
-not_ok() {
-	fail=$((fail + 1))
-	echo "FAIL $1"
-	[ -s "$tmp/log" ] && sed 's/^/     | /' "$tmp/log"
-	return 0
-}
+# shellcheck disable=SC2034 # read by not_ok in ../lib.sh
+failure_logs=("$tmp/log")
 
 # check NAME COMMAND...: COMMAND succeeds (its output goes to $tmp/log).
 check() {
@@ -60,8 +52,7 @@ check() {
 }
 
 finish() {
-	echo "consumer: $pass passed, $fail failed"
-	[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
+	summary consumer
 	exit $?
 }
 

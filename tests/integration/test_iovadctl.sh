@@ -18,15 +18,10 @@ if [ $# -ne 2 ]; then
 fi
 IOVAD=$1
 CTL=$2
-for f in "$IOVAD" "$CTL"; do
-	if [ ! -x "$f" ]; then
-		echo "test_iovadctl: $f: not an executable" >&2
-		exit 2
-	fi
-done
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_executables test_iovadctl "$IOVAD" "$CTL"
 
-pass=0
-fail=0
 dir=$(mktemp -d /tmp/test_iovadctl.XXXXXX) || exit 1
 sock=$dir/s
 daemon_pid=
@@ -40,20 +35,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ok() {
-	pass=$((pass + 1))
-	echo "ok   $1"
-}
 
-not_ok() {
-	fail=$((fail + 1))
-	echo "FAIL $1"
-	# What the last command printed, to see why.
-	for f in "$dir/out" "$dir/err"; do
-		[ -s "$f" ] && sed 's/^/     | /' "$f"
-	done
-	return 0
-}
+# shellcheck disable=SC2034 # read by not_ok in ../lib.sh
+failure_logs=("$dir/out" "$dir/err")
 
 # check NAME COMMAND...: COMMAND succeeds.
 check() {
@@ -617,5 +601,4 @@ else
 	not_ok "iovad exits within 10 s of SIGTERM"
 fi
 
-echo "iovadctl: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary iovadctl

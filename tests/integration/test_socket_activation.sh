@@ -29,12 +29,9 @@ if [ $# -ne 2 ]; then
 fi
 IOVAD=$1
 CTL=$2
-for f in "$IOVAD" "$CTL"; do
-	if [ ! -x "$f" ]; then
-		echo "test_socket_activation: $f: not an executable" >&2
-		exit 2
-	fi
-done
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_executables test_socket_activation "$IOVAD" "$CTL"
 SSA=$(command -v systemd-socket-activate || true)
 if [ -z "$SSA" ] || ! command -v python3 >/dev/null; then
 	echo "test_socket_activation: needs systemd-socket-activate (package systemd) and python3" >&2
@@ -42,8 +39,6 @@ if [ -z "$SSA" ] || ! command -v python3 >/dev/null; then
 fi
 
 WATCHDOG_USEC=400000
-pass=0
-fail=0
 dir=$(mktemp -d /tmp/test_socket_activation.XXXXXX) || exit 1
 listener_pid=
 daemon_pid=
@@ -66,22 +61,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ok() {
-	pass=$((pass + 1))
-	echo "ok   $1"
-}
 
-not_ok() {
-	fail=$((fail + 1))
-	echo "FAIL $1"
-	for f in "$dir/out" "$dir/notify.log" "$dir/daemon.log"; do
-		if [ -s "$f" ]; then
-			echo "     ${f##*/}:"
-			tail -n 20 "$f" | sed 's/^/     | /'
-		fi
-	done
-	return 0
-}
+# shellcheck disable=SC2034 # read by not_ok in ../lib.sh
+failure_logs=("$dir/out" "$dir/notify.log" "$dir/daemon.log")
 
 # wait_for SECONDS COMMAND...: poll COMMAND every 50 ms until it succeeds.
 wait_for() {
@@ -234,5 +216,4 @@ run_backend() { # $1 = epoll | uring
 run_backend epoll
 run_backend uring
 
-echo "socket-activation: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary socket-activation
