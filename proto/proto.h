@@ -6,6 +6,11 @@
  * type, as chrony's candm.h does):
  *   1  first version: HELLO, devices, memory import, IOVA alloc, batches of
  *      link/sync/unlink/destroy/free/map/unmap, device DMA, admin queries.
+ *   2  on-demand paging: ODP_REG/DEREG/ADVISE/INVALIDATE, MEM_DISCARD,
+ *      ODP_STATS, user-handled faults (the FAULT event and FAULT_DONE), and
+ *      the admin LIST_ODP. MEM_IMPORT's reply fills implicit_slot. The
+ *      daemon sends PROTO_EVT_FAULT frames (unsolicited, id 0) only to a
+ *      client that registered a region with PROTO_ODP_USER_FAULTS.
  *
  * Framing: a SOCK_STREAM Unix socket carries frames. Every frame starts with
  * struct proto_hdr; hdr.len is the whole frame, header included. Requests
@@ -30,7 +35,8 @@
 
 #define PROTO_MAGIC        0x44564f49u /* "IOVD" */
 #define PROTO_VERSION_MIN  1
-#define PROTO_VERSION_MAX  1
+#define PROTO_VERSION_MAX  2
+#define PROTO_VERSION_ODP  2  /* the first version with the ODP messages */
 #define PROTO_VERSION      PROTO_VERSION_MAX
 
 /* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
@@ -57,11 +63,21 @@ enum proto_cmd {
 	PROTO_CMD_LIST_DEVICES = 12,  /* admin */
 	PROTO_CMD_LIST_CLIENTS = 13,  /* admin */
 	PROTO_CMD_CLIENT_MAPS = 14,   /* admin */
+	PROTO_CMD_ODP_REG = 15,       /* version 2 and later from here on */
+	PROTO_CMD_ODP_DEREG = 16,
+	PROTO_CMD_ODP_ADVISE = 17,
+	PROTO_CMD_ODP_INVALIDATE = 18,
+	PROTO_CMD_MEM_DISCARD = 19,
+	PROTO_CMD_ODP_STATS = 20,
+	PROTO_CMD_FAULT_DONE = 21,
+	PROTO_CMD_LIST_ODP = 22,      /* admin */
 	PROTO_CMD_MAX,
 };
 #define PROTO_RPY        0x8000u
 /* Sent instead of a reply when a frame cannot be attributed; the daemon then closes. */
 #define PROTO_RPY_ERROR  0xffffu
+/* Unsolicited daemon -> client events (hdr.id 0, no status). */
+#define PROTO_EVT_FAULT  0x4001u  /* body: struct proto_evt_fault */
 
 /* Batch operations. */
 enum proto_opcode {
@@ -179,7 +195,8 @@ struct proto_mem_import {
 struct proto_mem_import_rpy {
 	struct proto_status st;
 	uint32_t mem;     /* handle */
-	uint32_t reserved;
+	uint32_t implicit_slot; /* v2: offset of byte 0 in the client's implicit ODP
+				 * space, in PROTO_IMPLICIT_SLOT units (v1: 0) */
 	uint64_t phys;    /* synthetic phys of byte 0 */
 	uint64_t size;    /* rounded up to the page size */
 };
@@ -254,6 +271,123 @@ struct proto_fault {
 struct proto_dma_rpy {
 	struct proto_status st;
 	struct proto_fault fault;
+};
+
+/* ---- on-demand paging (version 2) ----------------------------------------- */
+
+#define PROTO_IMPLICIT_SLOT_SHIFT 21  /* implicit_slot units: 2 MiB */
+
+/* Region rights */
+#define PROTO_ODP_ACCESS_LOCAL_READ   0x1u
+#define PROTO_ODP_ACCESS_DEVICE_READ  0x2u
+#define PROTO_ODP_ACCESS_DEVICE_WRITE 0x4u
+#define PROTO_ODP_ACCESS              0x7u
+/* Region flags */
+#define PROTO_ODP_IMPLICIT    0x1u  /* all of the client's memory objects, one IOVA range */
+#define PROTO_ODP_USER_FAULTS 0x2u  /* faults go to the client as PROTO_EVT_FAULT */
+#define PROTO_ODP_FLAGS       0x3u
+
+/* ODP_REG. Explicit: mem, offset, len (page-aligned, inside mem). Implicit:
+ * mem 0, offset 0, len 0 (the daemon's implicit size) or the size wanted. */
+struct proto_odp_reg {
+	uint32_t dev;
+	uint32_t mem;
+	uint64_t offset;
+	uint64_t len;
+	uint32_t access;  /* PROTO_ODP_ACCESS_* */
+	uint32_t flags;   /* PROTO_ODP_* */
+};
+
+struct proto_odp_reg_rpy {
+	struct proto_status st;
+	uint32_t odp;     /* handle */
+	uint32_t reserved;
+	uint64_t iova;    /* the region's first IOVA */
+	uint64_t size;    /* bytes of IOVA reserved */
+};
+
+/* ODP_DEREG, ODP_STATS */
+struct proto_odp_ref {
+	uint32_t odp;     /* ODP_STATS: 0 = totals (see flags) */
+	uint32_t flags;   /* ODP_STATS: PROTO_ODP_STATS_DAEMON; else 0 */
+};
+#define PROTO_ODP_STATS_DAEMON 0x1u  /* with odp 0: the daemon's totals (admin only) */
+
+/* Advice, as ibv_advise_mr's */
+#define PROTO_ADVISE_PREFETCH          0u
+#define PROTO_ADVISE_PREFETCH_WRITE    1u
+#define PROTO_ADVISE_PREFETCH_NO_FAULT 2u
+#define PROTO_ADVISE_MAX               2u
+#define PROTO_ADVISE_FLAG_FLUSH        0x1u  /* synchronous: reply once mapped */
+
+/* ODP_ADVISE, ODP_INVALIDATE (advice and flags 0) */
+struct proto_odp_range {
+	uint32_t odp;
+	uint32_t advice;
+	uint32_t flags;
+	uint32_t reserved;
+	uint64_t offset;
+	uint64_t len;
+};
+
+/* MEM_DISCARD */
+struct proto_mem_range {
+	uint32_t mem;
+	uint32_t reserved;
+	uint64_t offset;  /* page-aligned */
+	uint64_t len;     /* page multiple */
+};
+
+struct proto_odp_counters {
+	uint64_t page_faults;
+	uint64_t page_faults_handled;
+	uint64_t page_invalidations;
+	uint64_t page_invalidations_handled;
+	uint64_t page_prefetch;
+	uint64_t fault_errors;
+	uint64_t fault_retries;
+	uint64_t perm_upgrades;
+	uint64_t syncs;
+	uint64_t flushes;
+	uint64_t user_faults;        /* PROTO_EVT_FAULT sent */
+	uint64_t user_fault_timeouts;
+	uint64_t mapped_bytes;       /* now */
+	uint64_t fault_count;        /* faults in the latency histogram */
+	uint64_t fault_p50_ns;
+	uint64_t fault_p99_ns;
+};
+
+struct proto_odp_stats_rpy {
+	struct proto_status st;
+	struct proto_odp_counters c;
+};
+
+/* PROTO_EVT_FAULT: a device access needs [offset, offset + len) of region odp. */
+struct proto_evt_fault {
+	uint64_t fault_id;
+	uint32_t odp;
+	uint32_t access;  /* 1 read, 2 write */
+	uint64_t offset;  /* region offset, page-aligned: the fault-around window */
+	uint64_t len;
+	uint64_t iova;    /* the access that faulted */
+};
+
+/* FAULT_DONE: the client's answer; status 0 = resolved, -errno = failed. */
+struct proto_fault_done {
+	uint64_t fault_id;
+	int32_t status;
+	uint32_t reserved;
+};
+
+struct proto_odp_entry {
+	uint64_t session_id;
+	uint32_t odp;
+	uint32_t dev;     /* index in LIST_DEVICES order */
+	uint32_t flags;   /* PROTO_ODP_* */
+	uint32_t access;
+	uint64_t iova;
+	uint64_t size;
+	struct proto_odp_counters c;
 };
 
 /* ---- admin queries (uid 0 or the daemon's own uid) ------------------------ */
@@ -351,6 +485,16 @@ PROTO_CHECK(proto_list_rpy, 16);
 PROTO_CHECK(proto_dev_entry, 184);
 PROTO_CHECK(proto_client_entry, 72);
 PROTO_CHECK(proto_map_entry, 32);
+PROTO_CHECK(proto_odp_reg, 32);
+PROTO_CHECK(proto_odp_reg_rpy, 32);
+PROTO_CHECK(proto_odp_ref, 8);
+PROTO_CHECK(proto_odp_range, 32);
+PROTO_CHECK(proto_mem_range, 24);
+PROTO_CHECK(proto_odp_counters, 128);
+PROTO_CHECK(proto_odp_stats_rpy, 136);
+PROTO_CHECK(proto_evt_fault, 40);
+PROTO_CHECK(proto_fault_done, 16);
+PROTO_CHECK(proto_odp_entry, 168);
 _Static_assert(offsetof(struct proto_hdr, len) == 8, "hdr.len offset");
 _Static_assert(offsetof(struct proto_hdr, id) == 16, "hdr.id offset");
 _Static_assert(offsetof(struct proto_op, iova) == 8, "op.iova offset");
@@ -379,6 +523,11 @@ struct proto_req {
 		struct proto_batch batch;
 		struct proto_dma dma;
 		struct proto_list list;
+		struct proto_odp_reg odp_reg;
+		struct proto_odp_ref odp_ref;
+		struct proto_odp_range odp_range;
+		struct proto_mem_range mem_range;
+		struct proto_fault_done fault_done;
 	} u;
 	const uint8_t *ops;       /* BATCH: count x struct proto_op, validated */
 	const uint8_t *data;      /* DMA_WRITE: len bytes */
@@ -420,6 +569,16 @@ void proto_op_get(const struct proto_req *req, uint32_t i, struct proto_op *ret)
  */
 int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
 		      uint16_t cmd, size_t min_len);
+
+/*
+ * proto_decode_event - validate an unsolicited event frame (the client side):
+ * magic, version (== the negotiated one, >= PROTO_VERSION_ODP), type
+ * PROTO_EVT_FAULT, zero flags and id, exact length, zero reserved fields,
+ * access 1 or 2, len > 0, offset + len not wrapping.
+ * Return: 0 with *ret filled; -EBADMSG, -EMSGSIZE, -EPROTONOSUPPORT, -EINVAL.
+ */
+int proto_decode_event(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
+		       struct proto_evt_fault *ret);
 
 /* proto_hdr_init - a header for a frame of len bytes. */
 void proto_hdr_init(struct proto_hdr *h, uint16_t version, uint16_t type, uint32_t len,

@@ -289,6 +289,19 @@ int dma_iova_destroy(struct dom_device *dev, struct dma_iova_state *state,
  */
 int dma_iova_free(struct dom_device *dev, struct dma_iova_state *state);
 
+/*
+ * dom_iova_upgrade - add the permissions of dir to the linked granules in
+ * [offset, offset + size) of a state, in place, without an unlink (a write
+ * fault on a page an ODP region mapped read-only). Cached IOTLB entries of
+ * those granules are invalidated; the flush is counted like a sync's (one
+ * for a whole dom_batch). Granules already carrying the permissions are left
+ * alone. Return: bytes whose permissions changed (>= 0); -EINVAL (no state,
+ * bad range or dir); -ENOENT (part of the range is not linked: nothing
+ * changed).
+ */
+int64_t dom_iova_upgrade(struct dom_device *dev, struct dma_iova_state *state, uint64_t offset,
+			 uint64_t size, enum dma_data_direction dir);
+
 /* dma_get_merge_boundary - granule - 1, or 0 on an identity domain. */
 uint64_t dma_get_merge_boundary(const struct dom_device *dev);
 

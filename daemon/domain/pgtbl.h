@@ -123,6 +123,15 @@ int64_t pgtbl_unmap(struct pgtbl *pt, uint64_t iova, uint64_t size, pgtbl_unmap_
  */
 int64_t pgtbl_publish(struct pgtbl *pt, uint64_t iova, uint64_t size);
 
+/*
+ * pgtbl_protect - OR set (PGTBL_READ / PGTBL_WRITE) into every leaf that
+ * intersects [iova, iova + size); a block is changed whole. cb (may be
+ * NULL) is told each changed leaf as (arg, leaf iova, leaf size, leaf size).
+ * Return: bytes of leaves changed (>= 0), -EINVAL (alignment/IAS as map).
+ */
+int64_t pgtbl_protect(struct pgtbl *pt, uint64_t iova, uint64_t size, unsigned int set,
+		      pgtbl_unmap_cb cb, void *arg);
+
 /* pgtbl_lookup - the leaf translating iova. Return: 0, or -ENOENT. */
 int pgtbl_lookup(const struct pgtbl *pt, uint64_t iova, struct pgtbl_leaf *ret);
 

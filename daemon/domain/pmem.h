@@ -105,4 +105,26 @@ int pmem_zero(struct pmem_space *s, uint64_t phys, uint64_t len);
 /* pmem_copy - copy len bytes from src to dst phys (non-overlapping). */
 int pmem_copy(struct pmem_space *s, uint64_t dst, uint64_t src, uint64_t len);
 
+/*
+ * pmem_populate - fault [phys, phys + len) into the engine's mapping, for
+ * writing when write (MADV_POPULATE_READ/WRITE; touching each page where
+ * those are missing). A hole punched by pmem_discard() comes back as zeros.
+ * The range must lie in one object. Return: 0, -EFAULT, or madvise's -errno.
+ */
+int pmem_populate(struct pmem_space *s, uint64_t phys, uint64_t len, bool write);
+
+/*
+ * pmem_discard - punch a hole in [phys, phys + len) (page-aligned, inside one
+ * object): the memory goes back to the system and reads as zeros afterwards,
+ * in every process that maps it. Return: 0, -EINVAL (misaligned), -EFAULT
+ * (not inside one object), or fallocate's -errno.
+ */
+int pmem_discard(struct pmem_space *s, uint64_t phys, uint64_t len);
+
+/*
+ * pmem_resident - is every page of [phys, phys + len) (inside one object)
+ * resident, so that touching it would not fault (mincore)? false on error.
+ */
+bool pmem_resident(struct pmem_space *s, uint64_t phys, uint64_t len);
+
 #endif /* IOVAD_DOMAIN_PMEM_H */

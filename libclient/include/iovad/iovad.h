@@ -51,6 +51,7 @@ struct iovad;          /* a connection (a session in the daemon) */
 struct iovad_dev;      /* an opened device */
 struct iovad_mem;      /* a memory object known to the daemon */
 struct iovad_batch;    /* a queue of operations submitted in one round trip */
+struct iovad_odp;      /* an on-demand-paging region */
 
 /* As struct dma_iova_state: the IOVA and the size; the top bit of __size means "bounced". */
 struct iovad_iova_state {
@@ -237,6 +238,129 @@ IOVAD_EXPORT int iovad_event_fd(struct iovad *c);
 /** Read what the daemon sent without blocking and run completed batches' callbacks.
  * Return: callbacks run (>= 0), or -ENOTCONN. */
 IOVAD_EXPORT int iovad_process(struct iovad *c);
+
+/* ---- on-demand paging ------------------------------------------------------------ */
+
+/*
+ * An ODP region reserves IOVA for a whole range and maps nothing: pages are
+ * mapped when the device first touches them (an I/O page fault the daemon
+ * serves, linking a fault-around window and syncing once per batch of
+ * faults), and unmapped when the memory changes (iovad_mem_discard) or on
+ * request (iovad_odp_invalidate). The device sees the bytes of the memory
+ * object, whatever the client wrote there, at the region's IOVA.
+ */
+
+/* Rights, as ibv_reg_mr's access flags (LOCAL_READ is always implied). */
+#define IOVAD_ACCESS_LOCAL_READ   0x1u
+#define IOVAD_ACCESS_DEVICE_READ  0x2u
+#define IOVAD_ACCESS_DEVICE_WRITE 0x4u
+
+/* Region flags */
+#define IOVAD_ODP_IMPLICIT    0x1u  /* one region over all this client's memory objects */
+#define IOVAD_ODP_USER_FAULTS 0x2u  /* this client resolves the region's faults itself */
+
+/* Prefetch advice, as ibv_advise_mr's */
+enum iovad_odp_advice {
+	IOVAD_ADVISE_PREFETCH = 0,          /* map for device reads */
+	IOVAD_ADVISE_PREFETCH_WRITE = 1,    /* map for device reads and writes */
+	IOVAD_ADVISE_PREFETCH_NO_FAULT = 2, /* map only pages already resident */
+};
+#define IOVAD_ADVISE_FLAG_FLUSH 0x1u  /* wait until the pages are mapped */
+
+/**
+ * iovad_odp_reg - reserve IOVA for [offset, offset + len) of mem on d and map nothing.
+ * With IOVAD_ODP_IMPLICIT, mem is NULL, offset 0, and len 0 (the daemon's
+ * implicit size) or the size wanted: every memory object of this client,
+ * present and future, appears at iovad_odp_mem_iova().
+ * Return: 0; -EINVAL (bad flags or access, misaligned or out of the object),
+ * -EOPNOTSUPP (identity domain), -ENOSPC (no IOVA space), -EDQUOT (too many
+ * regions), -EBADF (mem not this connection's), -ENOTCONN.
+ */
+IOVAD_EXPORT int iovad_odp_reg(struct iovad_dev *d, struct iovad_mem *mem, uint64_t offset,
+			       size_t len, uint32_t access, uint32_t flags,
+			       struct iovad_odp **ret);
+/** iovad_odp_dereg - unmap everything and release the IOVA. Return: 0, -ENOTCONN. NULL-safe. */
+IOVAD_EXPORT int iovad_odp_dereg(struct iovad_odp *odp);
+/** The region's first IOVA. */
+IOVAD_EXPORT uint64_t iovad_odp_iova(const struct iovad_odp *odp);
+IOVAD_EXPORT size_t iovad_odp_size(const struct iovad_odp *odp);
+/** The IOVA of mem's byte 0 in the region (implicit: any object; explicit: its own object,
+ * where offset 0 of the region is mem's byte offset). Return: the IOVA; 0 with errno
+ * EINVAL when mem is not in the region. */
+IOVAD_EXPORT uint64_t iovad_odp_mem_iova(const struct iovad_odp *odp,
+					 const struct iovad_mem *mem);
+
+/**
+ * iovad_odp_advise - prefetch [offset, offset + len) of the region, as ibv_advise_mr.
+ * Asynchronous unless IOVAD_ADVISE_FLAG_FLUSH. Return: 0; -EINVAL (range, advice,
+ * flags); -EFAULT (flush: part of the range has no backing or lacks the right);
+ * -ENOTCONN.
+ */
+IOVAD_EXPORT int iovad_odp_advise(struct iovad_odp *odp, enum iovad_odp_advice advice,
+				  uint64_t offset, size_t len, uint32_t flags);
+/** iovad_odp_invalidate - unmap [offset, offset + len) with one gathered flush.
+ * Return: 0; -EINVAL (outside the region); -ENOTCONN. */
+IOVAD_EXPORT int iovad_odp_invalidate(struct iovad_odp *odp, uint64_t offset, size_t len);
+/** iovad_mem_discard - punch a hole in [offset, offset + len) of mem (page-aligned) and
+ * invalidate every region over it before returning; the bytes read back as zeros.
+ * Return: 0; -EINVAL; -ENOTCONN. */
+IOVAD_EXPORT int iovad_mem_discard(struct iovad_mem *mem, uint64_t offset, size_t len);
+
+/* Counters under mlx5's names, and the fault-service latency. */
+struct iovad_odp_stats {
+	uint32_t size;                       /* set by the library to what it filled */
+	uint32_t reserved;
+	uint64_t page_faults;                /* pages mapped by faults */
+	uint64_t page_faults_handled;        /* fault events served */
+	uint64_t page_invalidations;         /* pages unmapped by invalidations */
+	uint64_t page_invalidations_handled; /* invalidation events */
+	uint64_t page_prefetch;              /* pages mapped by prefetch */
+	uint64_t fault_errors;               /* faults answered -EFAULT (or failed by a handler) */
+	uint64_t fault_retries;              /* faults that raced an invalidation and retried */
+	uint64_t perm_upgrades;              /* read-only pages made writable in place */
+	uint64_t syncs;                      /* dma_iova_sync calls of the fault service */
+	uint64_t flushes;                    /* IOTLB flushes of the fault service */
+	uint64_t user_faults;                /* faults delivered to a user handler */
+	uint64_t user_fault_timeouts;
+	uint64_t mapped_bytes;               /* now */
+	uint64_t fault_count;                /* faults timed */
+	uint64_t fault_p50_ns;               /* fault to resume, median (bucket bound) */
+	uint64_t fault_p99_ns;
+};
+
+/** iovad_odp_stats - one region's counters; with odp NULL, use iovad_odp_stats_total().
+ * Return: 0, -ENOTCONN. */
+IOVAD_EXPORT int iovad_odp_stats(struct iovad_odp *odp, struct iovad_odp_stats *ret);
+/** This connection's totals over every region it has had. Return: 0, -ENOTCONN. */
+IOVAD_EXPORT int iovad_odp_stats_total(struct iovad *c, struct iovad_odp_stats *ret);
+
+/* A fault of an IOVAD_ODP_USER_FAULTS region, waiting for this client. */
+struct iovad_odp_fault {
+	uint64_t id;
+	struct iovad_odp *odp;
+	uint64_t offset;   /* region offset of the window to fill, page-aligned */
+	size_t len;
+	uint32_t access;   /* 1 read, 2 write */
+	uint64_t iova;     /* the access that faulted */
+};
+
+typedef void (*iovad_odp_fault_cb)(const struct iovad_odp_fault *f, void *arg);
+
+/**
+ * iovad_odp_set_fault_handler - run cb for each fault of odp. cb runs with no lock held,
+ * from iovad_process() or from any thread of this connection that is waiting for a
+ * reply; it (or anyone later) answers with iovad_odp_fault_complete(). Without a
+ * handler, faults queue for iovad_odp_fault_next(). Return: 0, -EINVAL (not a
+ * user-faults region).
+ */
+IOVAD_EXPORT int iovad_odp_set_fault_handler(struct iovad_odp *odp, iovad_odp_fault_cb cb,
+					     void *arg);
+/** Take the oldest queued fault (poll iovad_event_fd() and call iovad_process() first).
+ * Return: 0, -EAGAIN (none), -ENOTCONN. */
+IOVAD_EXPORT int iovad_odp_fault_next(struct iovad *c, struct iovad_odp_fault *ret);
+/** Answer a fault: 0 = resolved (the data is in place: the access resumes), -errno = failed
+ * (the access gets -EFAULT). Return: 0; -ENOENT (unknown, or already timed out); -ENOTCONN. */
+IOVAD_EXPORT int iovad_odp_fault_complete(struct iovad *c, uint64_t fault_id, int status);
 
 /** A message for a return value of this library (negative errno). Never NULL. */
 IOVAD_EXPORT const char *iovad_strerror(int err);
