@@ -745,6 +745,80 @@ int dma_iova_destroy(struct dom_device *dev, struct dma_iova_state *state,
 	return unlink_common(dev, state, 0, mapped_len, dir, attrs, true);
 }
 
+/*
+ * The IOTLB entries of the leaves an upgrade changed must go: a cached
+ * read-only translation would keep refusing the write. Adjacent leaves are
+ * merged into one invalidation, as a gather would, because every
+ * invalidation scans the whole IOTLB.
+ */
+struct upgrade_ctx {
+	struct dom_domain *d;
+	uint64_t start, last;  /* pending run, inclusive; last < start when empty */
+};
+
+static void upgrade_inv_flush(struct upgrade_ctx *c)
+{
+	if (c->last >= c->start)
+		iotlb_inv_range(&c->d->tlb, c->start, c->last);
+	c->start = 1;
+	c->last = 0;
+}
+
+static void upgrade_inv_add(void *arg, uint64_t iova, uint64_t len, uint64_t pgsize)
+{
+	struct upgrade_ctx *c = arg;
+
+	(void)pgsize;
+	if (c->last >= c->start && iova == c->last + 1) {
+		c->last = iova + len - 1;
+		return;
+	}
+	upgrade_inv_flush(c);
+	c->start = iova;
+	c->last = iova + len - 1;
+}
+
+int64_t dom_iova_upgrade(struct dom_device *dev, struct dma_iova_state *state, uint64_t offset,
+			 uint64_t size, enum dma_data_direction dir)
+{
+	struct dom_domain *d = dev->dom;
+	struct upgrade_ctx ctx = { .d = d, .start = 1, .last = 0 };
+	uint64_t addr, end, iova;
+	unsigned int set;
+	int64_t changed;
+	int r;
+
+	r = check_state_range(dev, state, offset, size);
+	if (!r)
+		r = check_dir_attrs(dir, 0);
+	if (r)
+		return r;
+	addr = (state->addr + offset) & ~gmask(d);
+	end = galign(d, state->addr + offset + size);
+
+	/* All or nothing: refuse before touching a PTE if any granule is a hole. */
+	for (iova = addr; iova < end;) {
+		struct pgtbl_leaf leaf;
+
+		if (pgtbl_lookup(&d->pt, iova, &leaf))
+			return -ENOENT;
+		iova = leaf.iova + leaf.size;
+	}
+
+	/* Only the rights: a leaf's cache/MMIO attributes stay what link chose. */
+	set = dir_to_prot(dev, dir, 0) & (PGTBL_READ | PGTBL_WRITE);
+	changed = pgtbl_protect(&d->pt, addr, end - addr, set, upgrade_inv_add, &ctx);
+	if (changed <= 0)
+		return changed;
+	upgrade_inv_flush(&ctx);
+	/* The new rights must reach the IOMMU like new PTEs do: a sync-map flush. */
+	if (d->batch_depth)
+		d->batch_flush_pending = true;
+	else
+		count_flush(d, &d->stats.flush_sync_map);
+	return changed;
+}
+
 /* ==== streaming fallback ================================================ */
 
 int dma_map_phys(struct dom_device *dev, uint64_t phys, uint64_t size,

@@ -692,3 +692,49 @@ bool pgtbl_any_mapped(const struct pgtbl *pt, uint64_t iova, uint64_t size)
 	end = size > IAS_END - iova ? IAS_END : iova + size;
 	return any_tbl(pt, pt->root, 0, iova, end);
 }
+
+/*
+ * OR add (PTE bits, already shifted) into the leaves of tbl intersecting
+ * [iova, end); report each changed leaf. Only READ/WRITE ever get here, so
+ * PENDING and the output address are left exactly as they were: an upgrade
+ * must not publish a leaf nobody has synced, nor move it.
+ */
+static uint64_t protect_tbl(struct pgtbl *pt, uint64_t *tbl, unsigned int lvl, uint64_t iova,
+			    uint64_t end, uint64_t add, pgtbl_unmap_cb cb, void *arg)
+{
+	unsigned int shift = lvl_shift(pt, lvl);
+	uint64_t sz = UINT64_C(1) << shift;
+	size_t i = lvl_idx(pt, lvl, iova);
+	uint64_t bytes = 0;
+
+	for (; iova < end; i++) {
+		uint64_t e_start = iova & ~(sz - 1);
+		uint64_t next = min_u64(e_start + sz, end);
+		uint64_t pte = tbl[i];
+
+		if (pte & PTE_TABLE) {
+			bytes += protect_tbl(pt, pte_child(pt, pte), lvl + 1, iova, next, add, cb,
+					     arg);
+		} else if (pte && (pte | add) != pte) {
+			/* A block only partly in the range still changes whole. */
+			tbl[i] = pte | add;
+			bytes += sz;
+			if (cb)
+				cb(arg, e_start, sz, sz);
+		}
+		iova = next;
+	}
+	return bytes;
+}
+
+int64_t pgtbl_protect(struct pgtbl *pt, uint64_t iova, uint64_t size, unsigned int set,
+		      pgtbl_unmap_cb cb, void *arg)
+{
+	uint64_t add = (uint64_t)(set & (PGTBL_READ | PGTBL_WRITE)) << PTE_PROT_SHIFT;
+
+	if (!range_ok(pt, iova, size))
+		return -EINVAL;
+	if (!add)
+		return 0;
+	return (int64_t)protect_tbl(pt, pt->root, 0, iova, iova + size, add, cb, arg);
+}

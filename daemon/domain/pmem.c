@@ -12,6 +12,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Linux 5.14; older libc headers lack them, the syscall refuses them with EINVAL. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 #define SZ_2M (UINT64_C(2) << 20)
 #define SZ_1G (UINT64_C(1) << 30)
 
@@ -374,4 +382,105 @@ int pmem_copy(struct pmem_space *s, uint64_t dst, uint64_t src, uint64_t len)
 		len -= n;
 	}
 	return 0;
+}
+
+/*
+ * The engine's mapping of [phys, phys + len) widened to whole host pages,
+ * when it lies inside one object (objects are page-aligned, so the widened
+ * range is still inside). NULL for len 0 or a range that is not.
+ */
+static uint8_t *page_span(struct pmem_space *s, uint64_t phys, uint64_t len, uint64_t *ret_len)
+{
+	uint64_t ps = page_size(), off;
+	struct pmem_obj *o;
+
+	if (!len)
+		return NULL;
+	o = pmem_find(s, phys);
+	if (!o)
+		return NULL;
+	off = phys - o->phys;
+	if (len > o->size - off)
+		return NULL;
+	*ret_len = align_up(off + len, ps) - (off & ~(ps - 1));
+	return o->va + (off & ~(ps - 1));
+}
+
+/*
+ * Fault each page in by hand, where MADV_POPULATE_* is unknown. A plain
+ * read + write back of a byte would race with a client writing the same
+ * byte through its own mapping and could undo its store; an atomic add of
+ * zero is a write fault that never changes the value.
+ */
+static void touch_pages(uint8_t *va, uint64_t len, bool write)
+{
+	uint64_t ps = page_size();
+
+	for (uint64_t i = 0; i < len; i += ps) {
+		if (write)
+			(void)__atomic_fetch_add(va + i, 0, __ATOMIC_RELAXED);
+		else
+			(void)*(volatile uint8_t *)(va + i);
+	}
+}
+
+int pmem_populate(struct pmem_space *s, uint64_t phys, uint64_t len, bool write)
+{
+	uint64_t n;
+	uint8_t *va = page_span(s, phys, len, &n);
+
+	if (!va)
+		return -EFAULT;
+	if (!madvise(va, n, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		return 0;
+	/* EINVAL: a kernel older than 5.14 (our arguments are page-aligned). */
+	if (errno != EINVAL)
+		return -errno;
+	touch_pages(va, n, write);
+	return 0;
+}
+
+int pmem_discard(struct pmem_space *s, uint64_t phys, uint64_t len)
+{
+	uint64_t ps = page_size();
+	struct pmem_obj *o;
+
+	if (!len || ((phys | len) & (ps - 1)))
+		return -EINVAL;
+	o = pmem_find(s, phys);
+	if (!o || len > o->size - (phys - o->phys))
+		return -EFAULT;
+	/*
+	 * Punching the hole in the file, not madvise(MADV_DONTNEED) on our
+	 * mapping, frees the pages for every process that maps the object
+	 * (shmem zaps their PTEs too), as a discard by the owner should.
+	 */
+	if (fallocate(o->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(o->fd_off + (phys - o->phys)), (off_t)len) < 0)
+		return -errno;
+	return 0;
+}
+
+bool pmem_resident(struct pmem_space *s, uint64_t phys, uint64_t len)
+{
+	unsigned char vec[256];
+	uint64_t ps = page_size(), n;
+	uint8_t *va = page_span(s, phys, len, &n);
+
+	if (!va)
+		return false;
+	/* In chunks, so a large range needs no allocation. */
+	while (n) {
+		uint64_t chunk = n < sizeof(vec) * ps ? n : sizeof(vec) * ps;
+		size_t pages = (size_t)(chunk / ps);
+
+		if (mincore(va, chunk, vec) < 0)
+			return false;
+		for (size_t i = 0; i < pages; i++)
+			if (!(vec[i] & 1))
+				return false;
+		va += chunk;
+		n -= chunk;
+	}
+	return true;
 }

@@ -569,6 +569,80 @@ Test(pgtbl, publish_only_in_range)
 	pgtbl_fini(&pt);
 }
 
+/* ---- protect --------------------------------------------------------------- */
+
+Test(pgtbl, protect_4k_leaves)
+{
+	struct pgtbl pt;
+	struct pgtbl_stats before;
+	struct rec rec = { 0 };
+	const unsigned int R = PGTBL_READ | PGTBL_CACHE;
+
+	pt_new(&pt, 12, true, 0);
+	cr_assert_eq(pgtbl_map(&pt, SZ_1G, 0x5000, 4 * SZ_4K, R | PGTBL_PENDING), 0);
+	cr_assert_eq(pgtbl_map(&pt, SZ_1G + 6 * SZ_4K, 0x9000, SZ_4K, R), 0);
+	before = pt.stats;
+	/* Leaves 1..3, a hole at 4..5, leaf 6: only present leaves change. */
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G + SZ_4K, 7 * SZ_4K, PGTBL_WRITE, rec_cb, &rec),
+		     (int64_t)(4 * SZ_4K));
+	cr_assert_eq(rec.n, 4, "one callback per changed leaf");
+	cr_assert_eq(rec.iova[0], SZ_1G + SZ_4K);
+	cr_assert_eq(rec.size[0], SZ_4K);
+	cr_assert_eq(rec.pgsize[0], SZ_4K);
+	cr_assert_eq(rec.iova[3], SZ_1G + 6 * SZ_4K);
+	expect_leaf(&pt, SZ_1G, 0x5000, SZ_4K, R | PGTBL_PENDING);
+	for (uint64_t i = 1; i < 4; i++)
+		expect_leaf(&pt, SZ_1G + i * SZ_4K, 0x5000 + i * SZ_4K, SZ_4K,
+			    R | PGTBL_WRITE | PGTBL_PENDING);
+	expect_leaf(&pt, SZ_1G + 6 * SZ_4K, 0x9000, SZ_4K, R | PGTBL_WRITE);
+	expect_none(&pt, SZ_1G + 4 * SZ_4K);
+	cr_assert(stats_eq(&before, &pt.stats), "protect allocates and frees nothing");
+
+	/* Leaves that already have the bits are not changed nor reported. */
+	rec.n = 0;
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G, 8 * SZ_4K, PGTBL_WRITE, rec_cb, &rec),
+		     (int64_t)SZ_4K);
+	cr_assert_eq(rec.n, 1);
+	cr_assert_eq(rec.iova[0], SZ_1G);
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G, 8 * SZ_4K, PGTBL_WRITE | PGTBL_READ, NULL, NULL), 0);
+	/* Only READ/WRITE are ever set: PENDING cannot be put back this way. */
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G + 6 * SZ_4K, SZ_4K, PGTBL_PENDING | PGTBL_MMIO,
+				   NULL, NULL), 0);
+	expect_leaf(&pt, SZ_1G + 6 * SZ_4K, 0x9000, SZ_4K, R | PGTBL_WRITE);
+	/* Empty space and errors. */
+	cr_assert_eq(pgtbl_protect(&pt, 0, SZ_1G, PGTBL_WRITE, NULL, NULL), 0);
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G + 1, SZ_4K, PGTBL_WRITE, NULL, NULL), -EINVAL);
+	cr_assert_eq(pgtbl_protect(&pt, SZ_1G, 0, PGTBL_WRITE, NULL, NULL), -EINVAL);
+	cr_assert_eq(pgtbl_protect(&pt, IAS_END - SZ_4K, 2 * SZ_4K, PGTBL_WRITE, NULL, NULL),
+		     -EINVAL);
+	pgtbl_fini(&pt);
+}
+
+Test(pgtbl, protect_block_changes_whole)
+{
+	struct pgtbl pt;
+	struct rec rec = { 0 };
+
+	pt_new(&pt, 12, true, 0);
+	cr_assert_eq(pgtbl_map(&pt, 4 * SZ_2M, 2 * SZ_2M, 2 * SZ_2M, PGTBL_READ), 0);
+	expect_leaf(&pt, 4 * SZ_2M, 2 * SZ_2M, SZ_2M, PGTBL_READ);
+	/* One granule in the middle of the second block: the whole block changes. */
+	cr_assert_eq(pgtbl_protect(&pt, 5 * SZ_2M + 7 * SZ_4K, SZ_4K, PGTBL_WRITE, rec_cb, &rec),
+		     (int64_t)SZ_2M);
+	cr_assert_eq(rec.n, 1);
+	cr_assert_eq(rec.iova[0], 5 * SZ_2M, "reported at the block's base");
+	cr_assert_eq(rec.size[0], SZ_2M);
+	cr_assert_eq(rec.pgsize[0], SZ_2M);
+	expect_leaf(&pt, 5 * SZ_2M, 3 * SZ_2M, SZ_2M, PGTBL_READ | PGTBL_WRITE);
+	expect_leaf(&pt, 5 * SZ_2M + SZ_2M - 1, 4 * SZ_2M - 1, SZ_2M, PGTBL_READ | PGTBL_WRITE);
+	expect_leaf(&pt, 4 * SZ_2M, 2 * SZ_2M, SZ_2M, PGTBL_READ);
+	cr_assert_eq(pt.stats.block_splits, 0, "no split");
+	/* A range over both: only the one still lacking the bit. */
+	cr_assert_eq(pgtbl_protect(&pt, 4 * SZ_2M, 2 * SZ_2M, PGTBL_WRITE, NULL, NULL),
+		     (int64_t)SZ_2M);
+	pgtbl_fini(&pt);
+}
+
 /* ---- unmap callback ------------------------------------------------------ */
 
 Test(pgtbl, unmap_callback_order_and_holes)

@@ -106,3 +106,57 @@ Test(pmem, import_at_places_exactly_and_refuses_overlap)
 	cr_assert_eq(a->va[0], 'z');
 	close(fd);
 }
+
+Test(pmem, discard_zeroes_and_populate_brings_back)
+{
+	struct pmem_obj *a;
+	uint8_t buf[8];
+
+	cr_assert_eq(pmem_obj_create(&s, 8 * 4096, "a", &a), 0);
+	memset(a->va, 0x5a, 8 * 4096);
+	cr_assert(pmem_resident(&s, a->phys, 8 * 4096), "written pages are resident");
+	cr_assert_eq(pmem_discard(&s, a->phys + 2 * 4096, 2 * 4096), 0);
+	cr_assert_not(pmem_resident(&s, a->phys + 2 * 4096, 4096));
+	cr_assert_not(pmem_resident(&s, a->phys, 8 * 4096));
+	cr_assert(pmem_resident(&s, a->phys + 4 * 4096, 4096), "outside the hole untouched");
+	cr_assert(pmem_resident(&s, a->phys + 4096 + 100, 10), "sub-page ranges round out");
+	cr_assert_eq(a->va[2 * 4096], 0, "the hole reads as zeros");
+	cr_assert_eq(a->va[4 * 4096 - 1], 0);
+	cr_assert_eq(a->va[4 * 4096], 0x5a);
+	cr_assert_eq(a->va[2 * 4096 - 1], 0x5a);
+
+	/* Reading the hole above faulted a page back: discard again, populate. */
+	cr_assert_eq(pmem_discard(&s, a->phys + 2 * 4096, 2 * 4096), 0);
+	cr_assert_eq(pmem_populate(&s, a->phys + 2 * 4096, 2 * 4096, false), 0);
+	cr_assert(pmem_resident(&s, a->phys + 2 * 4096, 2 * 4096));
+	cr_assert_eq(pmem_discard(&s, a->phys + 2 * 4096, 4096), 0);
+	cr_assert_eq(pmem_populate(&s, a->phys + 2 * 4096 + 5, 1, true), 0);
+	cr_assert(pmem_resident(&s, a->phys + 2 * 4096, 4096));
+	cr_assert_eq(pmem_read(&s, a->phys + 2 * 4096, buf, sizeof(buf)), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], 0);
+}
+
+Test(pmem, discard_populate_resident_errors)
+{
+	struct pmem_obj *a, *b;
+
+	cr_assert_eq(pmem_obj_create(&s, 2 * 4096, "a", &a), 0);
+	cr_assert_eq(pmem_obj_import_at(&s, a->fd, 0, 2 * 4096, a->phys + 2 * 4096, &b), 0);
+	cr_assert_eq(pmem_discard(&s, a->phys + 1, 4096), -EINVAL);
+	cr_assert_eq(pmem_discard(&s, a->phys, 100), -EINVAL);
+	cr_assert_eq(pmem_discard(&s, a->phys, 0), -EINVAL);
+	cr_assert_eq(pmem_discard(&s, a->phys, 4 * 4096), -EFAULT, "spans two objects");
+	cr_assert_eq(pmem_discard(&s, 0x1000, 4096), -EFAULT);
+	cr_assert_eq(pmem_populate(&s, a->phys + 4096, 2 * 4096, false), -EFAULT);
+	cr_assert_eq(pmem_populate(&s, 0x1000, 4096, true), -EFAULT);
+	cr_assert_eq(pmem_populate(&s, a->phys, 0, true), -EFAULT);
+	cr_assert_not(pmem_resident(&s, a->phys, 4 * 4096));
+	cr_assert_not(pmem_resident(&s, 0x1000, 4096));
+
+	/* b maps the same file: a discard through it empties a's bytes too. */
+	memset(a->va, 0x77, 2 * 4096);
+	cr_assert_eq(pmem_discard(&s, b->phys + 4096, 4096), 0);
+	cr_assert_eq(a->va[4096], 0);
+	cr_assert_eq(a->va[4095], 0x77);
+}
