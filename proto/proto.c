@@ -5,7 +5,10 @@
  * The order of checks is fixed, as in chrony's cmdmon.c: length bounds,
  * header magic, version, type, exact length for the type, zeroed reserved
  * fields, then field ranges. Frames are copied into aligned structs before
- * any field is read, so a frame may sit at any offset in a buffer.
+ * any field is read, so a frame may sit at any offset in a buffer. A type
+ * is known only from the version that introduced it on (req_since), so a
+ * version-1 session sees version 2's types exactly as unknown ones.
+ * proto_decode_event is the client's side: the daemon's unsolicited events.
  */
 #include "proto.h"
 
@@ -29,7 +32,25 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
 	[PROTO_CMD_LIST_DEVICES] = sizeof(struct proto_list),
 	[PROTO_CMD_LIST_CLIENTS] = sizeof(struct proto_list),
 	[PROTO_CMD_CLIENT_MAPS] = sizeof(struct proto_list),
+	[PROTO_CMD_ODP_REG] = sizeof(struct proto_odp_reg),
+	[PROTO_CMD_ODP_DEREG] = sizeof(struct proto_odp_ref),
+	[PROTO_CMD_ODP_ADVISE] = sizeof(struct proto_odp_range),
+	[PROTO_CMD_ODP_INVALIDATE] = sizeof(struct proto_odp_range),
+	[PROTO_CMD_MEM_DISCARD] = sizeof(struct proto_mem_range),
+	[PROTO_CMD_ODP_STATS] = sizeof(struct proto_odp_ref),
+	[PROTO_CMD_FAULT_DONE] = sizeof(struct proto_fault_done),
+	[PROTO_CMD_LIST_ODP] = sizeof(struct proto_list),
 };
+
+/*
+ * The first version that knows each type. A type newer than the session's
+ * version is unknown to it (-ENOSYS), exactly as a type no version defines:
+ * a version-1 peer must not see a message its version never had.
+ */
+static uint16_t req_since(uint16_t type)
+{
+	return type >= PROTO_CMD_ODP_REG ? PROTO_VERSION_ODP : PROTO_VERSION_MIN;
+}
 
 static const char *const cmd_names[PROTO_CMD_MAX] = {
 	[PROTO_CMD_HELLO] = "HELLO",
@@ -46,6 +67,14 @@ static const char *const cmd_names[PROTO_CMD_MAX] = {
 	[PROTO_CMD_LIST_DEVICES] = "LIST_DEVICES",
 	[PROTO_CMD_LIST_CLIENTS] = "LIST_CLIENTS",
 	[PROTO_CMD_CLIENT_MAPS] = "CLIENT_MAPS",
+	[PROTO_CMD_ODP_REG] = "ODP_REG",
+	[PROTO_CMD_ODP_DEREG] = "ODP_DEREG",
+	[PROTO_CMD_ODP_ADVISE] = "ODP_ADVISE",
+	[PROTO_CMD_ODP_INVALIDATE] = "ODP_INVALIDATE",
+	[PROTO_CMD_MEM_DISCARD] = "MEM_DISCARD",
+	[PROTO_CMD_ODP_STATS] = "ODP_STATS",
+	[PROTO_CMD_FAULT_DONE] = "FAULT_DONE",
+	[PROTO_CMD_LIST_ODP] = "LIST_ODP",
 };
 
 const char *proto_cmd_name(uint16_t type)
@@ -54,6 +83,9 @@ const char *proto_cmd_name(uint16_t type)
 
 	if (type == PROTO_RPY_ERROR)
 		return "ERROR";
+	/* Checked before the reply bit is masked: 0xc001 is no event. */
+	if (type == PROTO_EVT_FAULT)
+		return "EVT_FAULT";
 	if (cmd == 0 || cmd >= PROTO_CMD_MAX)
 		return "UNKNOWN";
 	return cmd_names[cmd];
@@ -134,11 +166,51 @@ static int check_reserved(const struct proto_req *r)
 			return -EINVAL;
 		/* fall through */
 	case PROTO_CMD_CLIENT_MAPS:
+	case PROTO_CMD_LIST_ODP:
 		return r->u.list.reserved ? -EINVAL : 0;
+	/*
+	 * Undefined bits of a flags or rights field are reserved, as BATCH's
+	 * flags are: a later version may give them a meaning, so an older
+	 * daemon must refuse them rather than silently ignore them. A field
+	 * a type does not use (DEREG's flags, INVALIDATE's advice and flags)
+	 * is reserved the same way.
+	 */
+	case PROTO_CMD_ODP_REG:
+		if ((r->u.odp_reg.access & ~PROTO_ODP_ACCESS) ||
+		    (r->u.odp_reg.flags & ~PROTO_ODP_FLAGS))
+			return -EINVAL;
+		return 0;
+	case PROTO_CMD_ODP_DEREG:
+		return r->u.odp_ref.flags ? -EINVAL : 0;
+	case PROTO_CMD_ODP_STATS:
+		return (r->u.odp_ref.flags & ~PROTO_ODP_STATS_DAEMON) ? -EINVAL : 0;
+	case PROTO_CMD_ODP_ADVISE: {
+		const struct proto_odp_range *o = &r->u.odp_range;
+
+		return o->reserved || (o->flags & ~PROTO_ADVISE_FLAG_FLUSH) ? -EINVAL : 0;
+	}
+	case PROTO_CMD_ODP_INVALIDATE: {
+		const struct proto_odp_range *o = &r->u.odp_range;
+
+		return o->reserved || o->flags || o->advice ? -EINVAL : 0;
+	}
+	case PROTO_CMD_MEM_DISCARD:
+		return r->u.mem_range.reserved ? -EINVAL : 0;
+	case PROTO_CMD_FAULT_DONE:
+		return r->u.fault_done.reserved ? -EINVAL : 0;
 	default:
 		return 0;
 	}
 }
+
+/* A non-empty [offset, offset + len) that ends at or below 2^64 - 1. */
+static bool range_ok(uint64_t offset, uint64_t len)
+{
+	return len && offset + len > offset;
+}
+
+/* The largest errno a status may carry (the kernel's MAX_ERRNO). */
+#define PROTO_ERRNO_MAX 4095
 
 static int check_ranges(const struct proto_req *r, const struct proto_limits *lim)
 {
@@ -173,6 +245,43 @@ static int check_ranges(const struct proto_req *r, const struct proto_limits *li
 	}
 	case PROTO_CMD_DMA_WRITE:
 		return r->u.dma.len ? 0 : -EINVAL;
+	case PROTO_CMD_ODP_REG: {
+		const struct proto_odp_reg *o = &r->u.odp_reg;
+
+		if (!o->dev)
+			return -EINVAL;
+		/* Implicit: the client's whole memory, so no object and no offset to name. */
+		if (o->flags & PROTO_ODP_IMPLICIT)
+			return o->mem || o->offset ? -EINVAL : 0;
+		return o->mem && range_ok(o->offset, o->len) ? 0 : -EINVAL;
+	}
+	case PROTO_CMD_ODP_DEREG:
+		return r->u.odp_ref.odp ? 0 : -EINVAL;
+	case PROTO_CMD_ODP_STATS:
+		/* The daemon's totals are not a region's: they need odp 0. */
+		if ((r->u.odp_ref.flags & PROTO_ODP_STATS_DAEMON) && r->u.odp_ref.odp)
+			return -EINVAL;
+		return 0;
+	case PROTO_CMD_ODP_ADVISE:
+		if (r->u.odp_range.advice > PROTO_ADVISE_MAX)
+			return -EINVAL;
+		/* fall through */
+	case PROTO_CMD_ODP_INVALIDATE: {
+		const struct proto_odp_range *o = &r->u.odp_range;
+
+		return o->odp && range_ok(o->offset, o->len) ? 0 : -EINVAL;
+	}
+	case PROTO_CMD_MEM_DISCARD: {
+		const struct proto_mem_range *m = &r->u.mem_range;
+
+		return m->mem && range_ok(m->offset, m->len) ? 0 : -EINVAL;
+	}
+	case PROTO_CMD_FAULT_DONE: {
+		int32_t st = r->u.fault_done.status;
+
+		/* 0 or a negative errno: anything else could not be passed on as one. */
+		return st <= 0 && st >= -PROTO_ERRNO_MAX ? 0 : -EINVAL;
+	}
 	default:
 		return 0;
 	}
@@ -204,8 +313,9 @@ int proto_decode_request(const void *buf, size_t len, const struct proto_limits 
 	} else if (ret->hdr.version != lim->version) {
 		return -EPROTONOSUPPORT;
 	}
-	/* 4. type */
-	if (ret->hdr.type == 0 || ret->hdr.type >= PROTO_CMD_MAX)
+	/* 4. type: known, and known to the negotiated version (HELLO is in all) */
+	if (ret->hdr.type == 0 || ret->hdr.type >= PROTO_CMD_MAX ||
+	    (lim->version && lim->version < req_since(ret->hdr.type)))
 		return -ENOSYS;
 	/* 5. exact length */
 	body = len - sizeof(ret->hdr);
@@ -295,5 +405,36 @@ int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t ma
 		if (st.status >= 0)
 			return -EBADMSG;
 	}
+	return 0;
+}
+
+int proto_decode_event(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
+		       struct proto_evt_fault *ret)
+{
+	struct proto_hdr h;
+
+	memset(ret, 0, sizeof(*ret));
+	if (len < sizeof(h) || len > max_frame || len > PROTO_FRAME_MAX)
+		return -EMSGSIZE;
+	memcpy(&h, buf, sizeof(h));
+	if (h.len != len)
+		return -EMSGSIZE;
+	if (h.magic != PROTO_MAGIC)
+		return -EBADMSG;
+	/* A version-1 session has no events: the daemon may not send one there. */
+	if (version < PROTO_VERSION_ODP || h.version != version)
+		return -EPROTONOSUPPORT;
+	/*
+	 * An event is unsolicited: id 0 is what tells it from a reply, so a
+	 * non-zero id, like set header flags, means a frame that is no event.
+	 */
+	if (h.type != PROTO_EVT_FAULT || h.flags || h.id)
+		return -EBADMSG;
+	if (len != sizeof(h) + sizeof(*ret))
+		return -EBADMSG;
+	memcpy(ret, (const uint8_t *)buf + sizeof(h), sizeof(*ret));
+	/* proto_evt_fault has no reserved field: the ranges are all that is left. */
+	if ((ret->access != 1 && ret->access != 2) || !range_ok(ret->offset, ret->len))
+		return -EINVAL;
 	return 0;
 }

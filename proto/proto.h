@@ -409,9 +409,9 @@ struct proto_status_rpy {
 	uint64_t mem_bytes;     /* bytes of client memory imported now */
 };
 
-/* LIST_DEVICES / LIST_CLIENTS / CLIENT_MAPS page through with start. */
+/* LIST_DEVICES / LIST_CLIENTS / CLIENT_MAPS / LIST_ODP page through with start. */
 struct proto_list {
-	uint64_t session_id;  /* CLIENT_MAPS only, else 0 */
+	uint64_t session_id;  /* CLIENT_MAPS; LIST_ODP (0 = all sessions); else 0 */
 	uint32_t start;
 	uint32_t reserved;
 };
@@ -549,7 +549,8 @@ int64_t proto_frame_len(const void *buf, size_t avail, uint32_t max_frame);
  * Return: 0 with *ret filled; -EMSGSIZE (length bounds), -EBADMSG (magic,
  * or a length that does not match the type), -EPROTONOSUPPORT (version, or
  * anything but HELLO before HELLO), -ENOSYS (unknown type), -EINVAL
- * (non-zero reserved field, or a field out of range). On any error ret->hdr
+ * (non-zero reserved field, or a field out of range); -ENOSYS also for a
+ * type the negotiated version does not have. On any error ret->hdr
  * holds as much of the header as the frame had (zeros otherwise), so an
  * error reply can echo the request's id. A BATCH count of 0 or above
  * max_batch is -EBADMSG: the count decides the frame's length.
@@ -572,10 +573,11 @@ int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t ma
 
 /*
  * proto_decode_event - validate an unsolicited event frame (the client side):
- * magic, version (== the negotiated one, >= PROTO_VERSION_ODP), type
- * PROTO_EVT_FAULT, zero flags and id, exact length, zero reserved fields,
- * access 1 or 2, len > 0, offset + len not wrapping.
- * Return: 0 with *ret filled; -EBADMSG, -EMSGSIZE, -EPROTONOSUPPORT, -EINVAL.
+ * length bounds, magic, version (== the negotiated one, >= PROTO_VERSION_ODP),
+ * type PROTO_EVT_FAULT, zero flags and id, exact length, then access 1 or 2,
+ * len > 0, offset + len not wrapping.
+ * Return: 0 with *ret filled; -EMSGSIZE (length bounds); -EBADMSG (magic,
+ * type, flags, id, length); -EPROTONOSUPPORT (version); -EINVAL (fields).
  */
 int proto_decode_event(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
 		       struct proto_evt_fault *ret);

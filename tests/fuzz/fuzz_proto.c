@@ -2,15 +2,17 @@
 /*
  * fuzz_proto.c - libFuzzer target for the wire protocol decoder.
  *
- * One input is used three ways:
+ * One input is used four ways:
  *  (a) proto_frame_len on its first bytes;
  *  (b) proto_decode_request on the whole input as one frame, before HELLO
- *      (version 0) and after it (version 1, default frame and batch limits),
- *      at the input's own (exactly sized) address and at an odd one, walking
- *      every op of a decoded BATCH with proto_op_get;
+ *      (version 0) and after it (sessions of version 1 and 2, default frame
+ *      and batch limits), at the input's own (exactly sized) address and at
+ *      an odd one, walking every op of a decoded BATCH with proto_op_get;
  *  (c) as a byte stream that a server cuts into frames with proto_frame_len
- *      and decodes one by one, negotiating on a decoded HELLO and stopping
- *      where the daemon would close the connection.
+ *      and decodes one by one, negotiating on a decoded HELLO as the daemon
+ *      does and stopping where the daemon would close the connection;
+ *  (d) a client's view: proto_check_reply, and proto_decode_event on a
+ *      version-2 session (and on a version-1 one, which has no events).
  * Besides memory errors (ASan) and undefined behaviour (UBSan), the target
  * traps on any result outside the documented contract.
  */
@@ -35,8 +37,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const struct proto_limits lim_before = { 0, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim_after = { 1, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim_after2 = { PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT,
+						PROTO_BATCH_DEFAULT };
 
 static volatile uint8_t sink;
+
+/* A non-empty range that does not wrap, the decoders' rule for offset and len. */
+static bool range_ok(uint64_t offset, uint64_t len)
+{
+	return len && offset + len > offset;
+}
 
 static bool documented(int r)
 {
@@ -53,6 +63,8 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 	CHECK(req->hdr.len == len && req->hdr.magic == PROTO_MAGIC && !req->hdr.flags);
 	CHECK(req->hdr.type >= PROTO_CMD_HELLO && req->hdr.type < PROTO_CMD_MAX);
 	CHECK(lim->version ? req->hdr.version == lim->version : req->hdr.type == PROTO_CMD_HELLO);
+	/* A session never decodes a type newer than its version. */
+	CHECK(req->hdr.type < PROTO_CMD_ODP_REG || lim->version >= PROTO_VERSION_ODP);
 	switch (req->hdr.type) {
 	case PROTO_CMD_BATCH: {
 		uint32_t n = req->u.batch.count;
@@ -87,6 +99,49 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 		break;
 	case PROTO_CMD_HELLO:
 		CHECK(req->u.hello.max_frame >= PROTO_FRAME_MIN && req->u.hello.max_batch);
+		CHECK(req->u.hello.version_min <= req->u.hello.version_max &&
+		      req->u.hello.version_min <= PROTO_VERSION_MAX &&
+		      req->u.hello.version_max >= PROTO_VERSION_MIN);
+		break;
+	case PROTO_CMD_ODP_REG: {
+		const struct proto_odp_reg *o = &req->u.odp_reg;
+
+		CHECK(o->dev && !(o->access & ~PROTO_ODP_ACCESS) && !(o->flags & ~PROTO_ODP_FLAGS));
+		if (o->flags & PROTO_ODP_IMPLICIT)
+			CHECK(!o->mem && !o->offset);
+		else
+			CHECK(o->mem && range_ok(o->offset, o->len));
+		break;
+	}
+	case PROTO_CMD_ODP_DEREG:
+		CHECK(req->u.odp_ref.odp && !req->u.odp_ref.flags);
+		break;
+	case PROTO_CMD_ODP_STATS:
+		CHECK(!(req->u.odp_ref.flags & ~PROTO_ODP_STATS_DAEMON));
+		CHECK(!req->u.odp_ref.flags || !req->u.odp_ref.odp);
+		break;
+	case PROTO_CMD_ODP_ADVISE:
+	case PROTO_CMD_ODP_INVALIDATE: {
+		const struct proto_odp_range *o = &req->u.odp_range;
+
+		CHECK(o->odp && !o->reserved && range_ok(o->offset, o->len));
+		CHECK(o->advice <= PROTO_ADVISE_MAX && !(o->flags & ~PROTO_ADVISE_FLAG_FLUSH));
+		if (req->hdr.type == PROTO_CMD_ODP_INVALIDATE)
+			CHECK(!o->advice && !o->flags);
+		break;
+	}
+	case PROTO_CMD_MEM_DISCARD: {
+		const struct proto_mem_range *m = &req->u.mem_range;
+
+		CHECK(m->mem && !m->reserved && range_ok(m->offset, m->len));
+		break;
+	}
+	case PROTO_CMD_FAULT_DONE:
+		CHECK(!req->u.fault_done.reserved);
+		CHECK(req->u.fault_done.status <= 0 && req->u.fault_done.status >= -4095);
+		break;
+	case PROTO_CMD_LIST_ODP:
+		CHECK(!req->u.list.reserved);
 		break;
 	default:
 		CHECK(!req->ops && !req->data);
@@ -126,7 +181,10 @@ static void stream(const uint8_t *data, size_t size)
 		    (r == -EBADMSG && req.hdr.magic != PROTO_MAGIC))
 			return;
 		if (!r && req.hdr.type == PROTO_CMD_HELLO && !lim.version) {
-			lim.version = PROTO_VERSION;
+			/* The daemon's choice: the highest version both sides speak. */
+			lim.version = PROTO_VERSION_MAX;
+			if (req.u.hello.version_max < lim.version)
+				lim.version = req.u.hello.version_max;
 			if (req.u.hello.max_frame < lim.max_frame)
 				lim.max_frame = req.u.hello.max_frame;
 			if (req.u.hello.max_batch < lim.max_batch)
@@ -136,11 +194,36 @@ static void stream(const uint8_t *data, size_t size)
 	}
 }
 
+/* (d): what a client's proto_decode_event promises. */
+static void event(const uint8_t *data, size_t size)
+{
+	struct proto_evt_fault e;
+	int r = proto_decode_event(data, size, PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT, &e);
+
+	CHECK(r == 0 || r == -EMSGSIZE || r == -EBADMSG || r == -EPROTONOSUPPORT || r == -EINVAL);
+	if (!r) {
+		struct proto_hdr h;
+
+		memcpy(&h, data, sizeof(h));
+		CHECK(size == HDR + sizeof(e) && h.len == size && h.magic == PROTO_MAGIC);
+		CHECK(h.version == PROTO_VERSION_ODP && h.type == PROTO_EVT_FAULT);
+		CHECK(!h.flags && !h.id);
+		CHECK((e.access == 1 || e.access == 2) && range_ok(e.offset, e.len));
+		CHECK(!memcmp(&e, data + HDR, sizeof(e)));
+	}
+	/* A version-1 session has no events, and a session before HELLO neither. */
+	r = proto_decode_event(data, size, 1, PROTO_FRAME_DEFAULT, &e);
+	CHECK(r == -EMSGSIZE || r == -EBADMSG || r == -EPROTONOSUPPORT);
+	r = proto_decode_event(data, size, 0, PROTO_FRAME_DEFAULT, &e);
+	CHECK(r == -EMSGSIZE || r == -EBADMSG || r == -EPROTONOSUPPORT);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct proto_req req;
 	int64_t fl;
 	uint8_t *odd;
+	int r2;
 
 	/* (a) framing */
 	fl = proto_frame_len(data, size, PROTO_FRAME_DEFAULT);
@@ -148,30 +231,53 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(fl <= 0 || (fl >= (int64_t)HDR && fl <= PROTO_FRAME_DEFAULT));
 	CHECK(fl >= 0 || fl == -EMSGSIZE || fl == -EBADMSG);
 
-	/* (b) one frame, before and after HELLO */
+	/* (b) one frame, before and after HELLO, on a version-1 and a version-2 session */
 	(void)decode_checked(data, size, &lim_before, &req);
 	if (decode_checked(data, size, &lim_after, &req) == 0)
 		CHECK(fl == (int64_t)size);
+	r2 = decode_checked(data, size, &lim_after2, &req);
+	if (r2 == 0)
+		CHECK(fl == (int64_t)size);
+	/* The same version-2 request from a version-1 client: a type it does not have. */
+	if (r2 == 0 && req.hdr.type >= PROTO_CMD_ODP_REG) {
+		uint8_t *v1 = malloc(size);
 
-	/* The same at an odd address: the decoder must not assume alignment. */
+		if (v1) {
+			const uint16_t one = 1;
+
+			memcpy(v1, data, size);
+			memcpy(v1 + offsetof(struct proto_hdr, version), &one, sizeof(one));
+			CHECK(proto_decode_request(v1, size, &lim_after, &req) == -ENOSYS);
+			free(v1);
+		}
+	}
+
+	/* The same at an odd address: the decoders must not assume alignment. */
 	odd = malloc(size + 1);
 	if (odd) {
+		struct proto_evt_fault ea, eb;
 		int a, b;
 
 		memcpy(odd + 1, data, size);
 		a = proto_decode_request(odd + 1, size, &lim_after, &req);
 		b = proto_decode_request(data, size, &lim_after, &req);
 		CHECK(a == b);
+		a = proto_decode_request(odd + 1, size, &lim_after2, &req);
+		CHECK(a == r2);
+		a = proto_decode_event(odd + 1, size, PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT, &ea);
+		b = proto_decode_event(data, size, PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT, &eb);
+		CHECK(a == b && (a || !memcmp(&ea, &eb, sizeof(ea))));
 		free(odd);
 	}
 
-	/* A client's view of the same bytes as a reply. */
+	/* (d) a client's view of the same bytes: a reply, or an event */
 	if (size >= HDR) {
 		int r = proto_check_reply(data, size, PROTO_VERSION, PROTO_FRAME_DEFAULT,
-					  (uint16_t)(data[6] & 0x0f), HDR + data[size - 1]);
+					  (uint16_t)(data[6] & 0x1f), HDR + data[size - 1]);
 
 		CHECK(r == 0 || r == -EMSGSIZE || r == -EBADMSG || r == -EPROTONOSUPPORT);
 	}
+	event(data, size);
 
 	/* (c) a stream of frames */
 	stream(data, size);
