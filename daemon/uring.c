@@ -29,7 +29,7 @@
 
 #define URING_ENTRIES 256
 #define RECV_BUF (64u << 10)
-#define SEND_IOVS 16
+#define SEND_BUF (64u << 10)
 #define MAX_FDS_PER_MSG 16
 
 enum { OP_RECV = 1, OP_SEND = 2, OP_MASK = 3 };
@@ -53,7 +53,8 @@ struct uconn {
 	struct iovec riov;
 	char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
 	struct msghdr smsg;
-	struct iovec siov[SEND_IOVS];
+	struct iovec siov;
+	uint8_t *sbuf;        /* SEND_BUF bytes: what the in-flight sendmsg reads */
 	uint8_t rbuf[RECV_BUF];
 } __attribute__((aligned(8)));
 
@@ -108,25 +109,37 @@ static void arm_recv(struct uconn *uc)
 	queued(uc->u);
 }
 
+/*
+ * The kernel reads the bytes of a sendmsg in flight until it completes, and
+ * replies keep being appended to c->out meanwhile (a fault served later, a
+ * pipelined request). libevent may move the bytes of a chain when it
+ * appends (it realigns a chain drained at the front), so the in-flight
+ * send reads a private copy; c->out keeps the bytes, for the backpressure
+ * accounting and for a connection closing after its last reply, until
+ * send_done drains what went out.
+ */
 static void arm_send(struct uconn *uc)
 {
-	struct evbuffer_iovec vec[SEND_IOVS];
 	struct io_uring_sqe *sqe;
-	int n;
+	ev_ssize_t n;
 
 	if (uc->send_armed || !uc->c || !evbuffer_get_length(uc->c->out))
 		return;
-	n = evbuffer_peek(uc->c->out, -1, NULL, vec, SEND_IOVS);
-	if (n > SEND_IOVS)
-		n = SEND_IOVS;
+	if (!uc->sbuf) {
+		uc->sbuf = malloc(SEND_BUF);
+		if (!uc->sbuf) {
+			log_err("io_uring: no memory for a send buffer");
+			return;
+		}
+	}
 	sqe = get_sqe(uc->u);
 	if (!sqe) {
 		log_err("io_uring: no SQE for sendmsg");
 		return;
 	}
-	for (int i = 0; i < n; i++)
-		uc->siov[i] = (struct iovec){ vec[i].iov_base, vec[i].iov_len };
-	uc->smsg = (struct msghdr){ .msg_iov = uc->siov, .msg_iovlen = (size_t)n };
+	n = evbuffer_copyout(uc->c->out, uc->sbuf, SEND_BUF);
+	uc->siov = (struct iovec){ uc->sbuf, (size_t)(n > 0 ? n : 0) };
+	uc->smsg = (struct msghdr){ .msg_iov = &uc->siov, .msg_iovlen = 1 };
 	io_uring_prep_sendmsg(sqe, uc->fd, &uc->smsg, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)uc | OP_SEND);
 	uc->send_armed = true;
@@ -217,8 +230,10 @@ static void uring_cb(evutil_socket_t fd, short what, void *arg)
 			send_done(uc, res);
 		u->current = NULL;
 		/* Detached (the server let go) and nothing left in the kernel: done. */
-		if (!uc->c && uc->inflight == 0)
+		if (!uc->c && uc->inflight == 0) {
+			free(uc->sbuf);
 			free(uc);
+		}
 	}
 	u->in_completion = false;
 	submit_now(u);
@@ -234,6 +249,7 @@ static int u_attach(struct conn *c)
 		return -ENOMEM;
 	c->out = evbuffer_new();
 	if (!c->out) {
+		free(uc->sbuf);
 		free(uc);
 		return -ENOMEM;
 	}
@@ -282,6 +298,7 @@ static void u_detach(struct conn *c)
 			}
 		} else if (uc->u->current != uc) {
 			/* Inside its own completion the CQ loop frees it afterwards. */
+			free(uc->sbuf);
 			free(uc);
 		}
 	}
@@ -361,8 +378,10 @@ void uring_io_fini(struct srv *s)
 
 			io_uring_cqe_seen(&u->ring, cqe);
 			any = true;
-			if (uc && --uc->inflight == 0 && !uc->c)
+			if (uc && --uc->inflight == 0 && !uc->c) {
+				free(uc->sbuf);
 				free(uc);
+			}
 		}
 		if (!any)
 			break;
