@@ -96,6 +96,9 @@ static bool parse_size(const char *v, uint64_t *ret)
 	case 'G':
 		shift = 30;
 		break;
+	case 'T':
+		shift = 40;
+		break;
 	default:
 		break;
 	}
@@ -232,6 +235,7 @@ static int limits_key(struct parse *p, const char *k, const char *v)
 		{ "max_frame", offsetof(struct limits, max_frame), PROTO_FRAME_MIN, PROTO_FRAME_MAX },
 		{ "max_batch", offsetof(struct limits, max_batch), 1, PROTO_BATCH_MAX },
 		{ "max_fds", offsetof(struct limits, max_fds), 1, 256 },
+		{ "max_odp", offsetof(struct limits, max_odp), 1, 1u << 16 },
 	};
 
 	for (size_t i = 0; i < sizeof(u32keys) / sizeof(u32keys[0]); i++) {
@@ -262,6 +266,36 @@ static int limits_key(struct parse *p, const char *k, const char *v)
 		return 1;
 	}
 	return fail(p, -EINVAL, "unknown key '%s' in [limits]", k);
+}
+
+static int odp_key(struct parse *p, const char *k, const char *v)
+{
+	struct odp_settings *o = &p->c->odp;
+	uint64_t x;
+
+	if (!strcmp(k, "fault_around")) {
+		if (!parse_size(v, &x) || x < 4096 || x > ODP_WINDOW_MAX || (x & (x - 1)))
+			return BAD(k, v, "a power of two from 4K to 4M");
+		o->window = x;
+	} else if (!strcmp(k, "sync")) {
+		if (!strcmp(v, "batch"))
+			o->sync = ODP_SYNC_BATCH;
+		else if (!strcmp(v, "per-page"))
+			o->sync = ODP_SYNC_PER_PAGE;
+		else
+			return BAD(k, v, "batch or per-page");
+	} else if (!strcmp(k, "implicit_size")) {
+		if (!parse_size(v, &x) || x < (UINT64_C(1) << 21) ||
+		    x > (UINT64_C(1) << (PGTBL_IAS_BITS - 1)) || (x & ((UINT64_C(1) << 21) - 1)))
+			return BAD(k, v, "a multiple of 2M from 2M to 128T");
+		o->implicit_size = x;
+	} else if (!strcmp(k, "user_fault_timeout_ms")) {
+		if (!parse_u32(v, 1, 600000, &o->user_fault_timeout_ms))
+			return BAD(k, v, "a number from 1 to 600000");
+	} else {
+		return fail(p, -EINVAL, "unknown key '%s' in [odp]", k);
+	}
+	return 1;
 }
 
 static int domain_key(struct parse *p, struct cfg_domain *d, const char *k, const char *v)
@@ -413,6 +447,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		return policy_key(p, key, value);
 	if (!strcmp(section, "limits"))
 		return limits_key(p, key, value);
+	if (!strcmp(section, "odp"))
+		return odp_key(p, key, value);
 	if (!strncmp(section, "domain ", 7) || !strncmp(section, "device ", 7)) {
 		/* The file describes the topology: the built-in device set goes. */
 		if (!p->had_device) {
@@ -491,8 +527,15 @@ void config_defaults(struct config *c)
 		.max_frame = PROTO_FRAME_DEFAULT,
 		.max_batch = PROTO_BATCH_DEFAULT,
 		.max_fds = 16,
+		.max_odp = 1024,
 		.out_high = 1u << 20,
 		.out_low = 256u << 10,
+	};
+	c->odp = (struct odp_settings){
+		.sync = ODP_SYNC_BATCH,
+		.window = ODP_WINDOW_DEFAULT,
+		.implicit_size = UINT64_C(1) << 40,
+		.user_fault_timeout_ms = 5000,
 	};
 	/* The default set, each device on a domain of its own. */
 	add_default(c, "sim0", (struct dom_config){ 0 }, 64, false);
@@ -588,9 +631,13 @@ void config_print(const struct config *c, FILE *f)
 		fprintf(f, "%s%u", i ? ", " : " ", (unsigned int)c->gids[i]);
 	fprintf(f, "\n\n[limits]\nmax_mems = %u\nmax_mem_bytes = %" PRIu64 "\nmax_states = %u\n"
 		"max_maps = %u\nmax_links = %u\nmax_inflight = %u\nmax_frame = %u\n"
-		"max_batch = %u\nmax_fds = %u\nmax_unsent_bytes = %zu\n",
+		"max_batch = %u\nmax_fds = %u\nmax_odp = %u\nmax_unsent_bytes = %zu\n",
 		l->max_mems, l->max_mem_bytes, l->max_states, l->max_maps, l->max_links,
-		l->max_inflight, l->max_frame, l->max_batch, l->max_fds, l->out_high);
+		l->max_inflight, l->max_frame, l->max_batch, l->max_fds, l->max_odp, l->out_high);
+	fprintf(f, "\n[odp]\nfault_around = %" PRIu64 "K\nsync = %s\nimplicit_size = %" PRIu64
+		"M\nuser_fault_timeout_ms = %u\n", c->odp.window >> 10,
+		c->odp.sync == ODP_SYNC_PER_PAGE ? "per-page" : "batch", c->odp.implicit_size >> 20,
+		c->odp.user_fault_timeout_ms);
 	for (unsigned int i = 0; i < c->ndoms; i++) {
 		const struct dom_config *d = &c->doms[i].dom;
 

@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "domain.h"
+#include "odp.h"
 #include "proto.h"
 
 struct event_base;
@@ -92,8 +93,17 @@ struct limits {
 	uint32_t max_frame;
 	uint32_t max_batch;
 	uint32_t max_fds;         /* received fds not yet claimed by MEM_IMPORT */
+	uint32_t max_odp;         /* ODP regions per client */
 	size_t out_high;          /* stop reading above this many unsent reply bytes */
 	size_t out_low;           /* resume below this */
+};
+
+/* [odp]: the fault service */
+struct odp_settings {
+	enum odp_sync_mode sync;      /* batch (iovad) or per-page (the kernel's) */
+	uint64_t window;              /* fault-around bytes, a power of two */
+	uint64_t implicit_size;       /* IOVA an implicit region reserves by default */
+	uint32_t user_fault_timeout_ms;
 };
 
 struct policy {
@@ -124,6 +134,14 @@ struct srv_stats {
 
 struct conn;
 struct session;
+struct pfault;
+
+/* ODP counters added up over regions (the engine's, and the daemon's own). */
+struct odp_totals {
+	struct odp_counters c;
+	uint64_t user_faults;
+	uint64_t user_fault_timeouts;
+};
 
 struct srv {
 	struct event_base *base;
@@ -142,6 +160,14 @@ struct srv {
 	struct srv_stats stats;
 	struct uring_io *uring;    /* when io == IO_URING */
 	uint8_t *scratch;          /* PROTO_FRAME_MAX bytes for building replies */
+	/* the ODP fault service (odp_svc.c) */
+	struct odp_settings odp;
+	struct event *fault_ev;    /* runs the service once per loop iteration */
+	struct pfault *fq_head;    /* faults waiting for it, oldest first */
+	struct pfault **fq_tail;
+	uint64_t next_fault_id;
+	struct odp_totals odp_gone;/* regions already deregistered */
+	struct odp_hist odp_hist;  /* fault latency, daemon-wide */
 	bool stopping;
 };
 
@@ -191,6 +217,8 @@ extern const struct transport_ops uring_transport;
 const struct transport_ops *srv_transport(const struct srv *s);
 /* Take one received fd (-1 if none). */
 int conn_take_fd(struct conn *c);
+/* The session's parked accesses went below the limit: read its requests again. */
+void conn_unthrottle(struct conn *c);
 /* Store fds that arrived with a recvmsg; closes extras above the limit. Return: kept. */
 int conn_add_fds(struct conn *c, const int *fds, int n);
 
@@ -201,6 +229,12 @@ struct uring_io;
 int uring_io_init(struct srv *s);
 void uring_io_fini(struct srv *s);
 
+/* ---- odp_svc.c ------------------------------------------------------------------ */
+
+/* Return: 0, -ENOMEM. */
+int odp_svc_init(struct srv *s);
+void odp_svc_fini(struct srv *s);
+
 /* ---- session.c ----------------------------------------------------------------- */
 
 struct session *session_new(struct srv *s, struct conn *c, pid_t pid, uid_t uid, gid_t gid);
@@ -210,6 +244,8 @@ void session_free(struct session *sess);
 void session_frame(struct session *sess, const uint8_t *frame, size_t len);
 uint64_t session_id(const struct session *sess);
 bool session_hello_done(const struct session *sess);
+/* Too many of its device accesses wait for faults: stop reading its requests. */
+bool session_throttled(const struct session *sess);
 /* For LIST_CLIENTS. */
 void session_entry(const struct session *sess, struct proto_client_entry *ret);
 

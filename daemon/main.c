@@ -277,11 +277,12 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		/* Policy and limits apply at once, to connected clients too. */
 		apply_policy(s, cfg);
 		s->lim = cfg->lim;
+		s->odp = cfg->odp;
 		if (!same_devices(cfg, m->cfg))
 			log_warn("SIGHUP: device and domain changes take effect at the next start");
 		free(cfg);
 	}
-	log_notice("SIGHUP: %s reloaded (policy and limits), %u clients kept",
+	log_notice("SIGHUP: %s reloaded (policy, limits, odp), %u clients kept",
 		   m->config ? m->config : "built-in configuration", s->nconns);
 	(void)sd_notify(0, "READY=1");
 	srv_notify_status(s);
@@ -331,6 +332,7 @@ int main(int argc, char **argv)
 	s.start_ns = now_ns();
 	s.pol.self_uid = getuid();
 	s.lim = cfg->lim;
+	s.odp = cfg->odp;
 	apply_policy(&s, cfg);
 	m.srv = &s;
 	m.cfg = cfg;
@@ -338,6 +340,10 @@ int main(int argc, char **argv)
 	r = devices_init(&s.devices, s.base, cfg, err, sizeof(err));
 	if (r) {
 		log_err("devices: %s", err[0] ? err : strerror(-r));
+		return 1;
+	}
+	if (odp_svc_init(&s)) {
+		log_err("fault service: out of memory");
 		return 1;
 	}
 	s.io = o.io ? o.io : cfg->io;
@@ -395,6 +401,7 @@ int main(int argc, char **argv)
 	event_free(m.grace);
 	if (m.watchdog)
 		event_free(m.watchdog);
+	odp_svc_fini(&s);
 	devices_fini(&s.devices);
 	event_base_free(s.base);
 	free(s.scratch);

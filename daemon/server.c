@@ -203,6 +203,11 @@ void conn_input(struct conn *c)
 
 		if (avail < sizeof(struct proto_hdr))
 			break;
+		/* Its device accesses wait for the fault service: take no more for now. */
+		if (session_throttled(c->sess)) {
+			conn_set_paused(c, true);
+			break;
+		}
 		p = evbuffer_pullup(c->in, sizeof(struct proto_hdr));
 		flen = proto_frame_len(p, avail, max_frame);
 		if (flen < 0) {
@@ -258,12 +263,22 @@ void conn_output_drained(struct conn *c)
 {
 	if (conn_maybe_finish(c))
 		return;
-	if (c->read_paused && !c->dead &&
+	if (c->read_paused && !c->dead && !session_throttled(c->sess) &&
 	    evbuffer_get_length(c->out) <= c->srv->lim.out_low) {
 		conn_set_paused(c, false);
 		/* Frames may already be waiting in the input buffer. */
 		conn_input(c);
 	}
+}
+
+void conn_unthrottle(struct conn *c)
+{
+	if (c->dead || !c->read_paused || session_throttled(c->sess) ||
+	    evbuffer_get_length(c->out) > c->srv->lim.out_low)
+		return;
+	conn_set_paused(c, false);
+	/* Frames may already be buffered; take them from the loop, not from here. */
+	event_active(c->resume, EV_TIMEOUT, 0);
 }
 
 /* ==== the epoll transport (libevent) ======================================= */

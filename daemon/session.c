@@ -9,8 +9,9 @@
  * both up in this session only: another client's IOVA is "no such state"
  * (-ENOENT) and the engine is never called with it. Every phys a client
  * links or maps must lie inside one of its own live memory objects
- * (-EFAULT otherwise), and device DMA is only allowed inside its own states
- * and mappings (-EACCES).
+ * (-EFAULT otherwise), and device DMA is only allowed inside its own states,
+ * mappings and ODP regions (elsewhere it is a not-present fault, -EFAULT,
+ * and the engine is not asked).
  *
  * Memory objects are pinned by the link records and mappings that point
  * into them: MEM_FREE drops the handle at once, the memory itself goes when
@@ -25,91 +26,14 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "session.h"
 
-struct sess_mem {
-	struct session *sess;
-	uint32_t handle;        /* 1-based slot; 0 once the client freed it */
-	uint32_t pins;          /* link records and mappings into it */
-	struct pmem_obj *obj;
-};
-
-struct link_rec {
-	uint64_t off;           /* from the state's addr */
-	uint64_t size;
-	uint64_t phys;
-	struct sess_mem *mem;
-};
-
-struct sess_state {
-	uint32_t dom;           /* key: domain index, then base */
-	uint32_t dev;           /* device table index it was allocated on */
-	uint64_t base;          /* addr rounded down to the granule */
-	uint64_t span;          /* bytes of IOVA from base */
-	struct dma_iova_state st;
-	uint64_t linked;        /* bytes in link records */
-	struct link_rec *links;
-	uint32_t nlinks, cap;
-};
-
-struct sess_map {
-	uint32_t dom;           /* key: domain index, then base */
-	uint32_t dev;
-	uint64_t base;          /* dma rounded down to the granule */
-	uint64_t span;
-	uint64_t dma;
-	uint64_t size;
-	struct sess_mem *mem;   /* NULL on an identity domain's map of... never: always set */
-};
-
-/* A vector of elements sorted by (dom, base), each starting with those two keys. */
-struct svec {
-	uint8_t *v;
-	uint32_t n, cap;
-	size_t esz;
-};
-
-struct session {
-	struct srv *srv;
-	struct conn *conn;
-	uint64_t id;
-	pid_t pid;
-	uid_t uid;
-	gid_t gid;
-	struct proto_limits plim;   /* negotiated; version 0 until HELLO */
-	uint32_t max_frame;
-	struct dev_entry *devs[64]; /* handle - 1 -> device; NULL when closed */
-	struct sess_mem **mems;     /* handle - 1 -> mem; NULL when free */
-	uint32_t nmem_slots;
-	uint32_t nmems;
-	uint64_t mem_bytes;
-	struct svec states;         /* struct sess_state */
-	struct svec maps;           /* struct sess_map */
-	uint32_t nlinks;            /* link records over all states */
-	uint64_t requests;
-	uint32_t pinned_orphans;    /* freed by the client, still pinned */
-	struct sess_state *last;    /* last state found; batches hit one state in a row */
-};
+/* The structures are in session.h, shared with odp_svc.c. */
 
 /* ==== sorted vectors ===================================================== */
 
-struct skey {
-	uint32_t dom;
-	uint32_t dev;
-	uint64_t base;
-};
-
-static inline const struct skey *key_at(const struct svec *s, uint32_t i)
-{
-	return (const struct skey *)(s->v + (size_t)i * s->esz);
-}
-
-static inline void *elem(const struct svec *s, uint32_t i)
-{
-	return s->v + (size_t)i * s->esz;
-}
-
 /* First index whose key is >= (dom, base). */
-static uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base)
+uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base)
 {
 	uint32_t lo = 0, hi = s->n;
 
@@ -125,7 +49,7 @@ static uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base)
 	return lo;
 }
 
-static void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
+void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
 {
 	uint32_t i;
 
@@ -145,7 +69,7 @@ static void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
 	return elem(s, i);
 }
 
-static void svec_remove(struct svec *s, void *e)
+void svec_remove(struct svec *s, void *e)
 {
 	uint32_t i = (uint32_t)(((uint8_t *)e - s->v) / s->esz);
 
@@ -154,7 +78,7 @@ static void svec_remove(struct svec *s, void *e)
 }
 
 /* The element with exactly (dom, base), or NULL. */
-static void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
+void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
 {
 	uint32_t i = svec_lower(s, dom, base);
 
@@ -164,7 +88,7 @@ static void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
 }
 
 /* The element whose [base, base + span) holds [iova, iova + len), or NULL. */
-static void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
+void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
 			     size_t span_off)
 {
 	uint32_t i = svec_lower(s, dom, iova + 1);
@@ -184,14 +108,14 @@ static void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, 
 
 /* ==== replies ============================================================== */
 
-static uint8_t *scratch(struct session *s)
+uint8_t *scratch(struct session *s)
 {
 	return s->srv->scratch;
 }
 
 /* Append a reply: header, then body (status first). */
-static void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
-		  size_t len)
+void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
+	   size_t len)
 {
 	struct proto_hdr h;
 	uint16_t version = s->plim.version ? s->plim.version : PROTO_VERSION;
@@ -202,7 +126,7 @@ static void reply(struct session *s, const struct proto_req *req, uint16_t type,
 		evbuffer_add(s->conn->out, body, len);
 }
 
-static void reply_status(struct session *s, const struct proto_req *req, int status)
+void reply_status(struct session *s, const struct proto_req *req, int status)
 {
 	struct proto_status st = { .status = status };
 
@@ -243,7 +167,7 @@ static struct sess_mem *mem_of_range(struct session *s, uint64_t phys, uint64_t 
 	return m;
 }
 
-static struct sess_mem *mem_by_handle(struct session *s, uint32_t h)
+struct sess_mem *mem_by_handle(struct session *s, uint32_t h)
 {
 	if (h == 0 || h > s->nmem_slots)
 		return NULL;
@@ -309,10 +233,18 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 	m->sess = s;
 	m->handle = slot + 1;
 	m->obj->priv = m;
+	if (odp_mem_added(s, m)) {
+		pmem_obj_destroy(&s->srv->devices.pmem, m->obj);
+		free(m);
+		r = -ENOMEM;
+		goto out_close;
+	}
 	s->mems[slot] = m;
 	s->nmems++;
 	s->mem_bytes += m->obj->size;
 	rpy.mem = m->handle;
+	if (s->plim.version >= PROTO_VERSION_ODP)
+		rpy.implicit_slot = (uint32_t)(m->implicit_off >> PROTO_IMPLICIT_SLOT_SHIFT);
 	rpy.phys = m->obj->phys;
 	rpy.size = m->obj->size;
 	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
@@ -328,6 +260,8 @@ static int handle_mem_free(struct session *s, const struct proto_req *req)
 
 	if (!m)
 		return -EBADF;
+	/* As munmap under an ODP MR: no region may keep mapping it. */
+	odp_mem_removed(s, m);
 	s->mems[m->handle - 1] = NULL;
 	m->handle = 0;
 	if (m->pins)
@@ -340,7 +274,7 @@ static int handle_mem_free(struct session *s, const struct proto_req *req)
 
 /* ==== devices ================================================================= */
 
-static struct dev_entry *dev_by_handle(struct session *s, uint32_t h)
+struct dev_entry *dev_by_handle(struct session *s, uint32_t h)
 {
 	if (h == 0 || h > sizeof(s->devs) / sizeof(s->devs[0]))
 		return NULL;
@@ -771,7 +705,8 @@ static bool dma_allowed(struct session *s, const struct dev_entry *e, uint64_t i
 {
 	return svec_containing(&s->states, e->dom_index, iova, len,
 			       offsetof(struct sess_state, span)) ||
-	       svec_containing(&s->maps, e->dom_index, iova, len, offsetof(struct sess_map, span));
+	       svec_containing(&s->maps, e->dom_index, iova, len, offsetof(struct sess_map, span)) ||
+	       odp_dma_allowed(s, e, iova, len);
 }
 
 static int handle_dma(struct session *s, const struct proto_req *req)
@@ -786,12 +721,25 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 
 	if (!e)
 		return -EBADF;
-	if (!dma_allowed(s, e, d->iova, d->len))
-		return -EACCES;
-	if (rd)
+	if (!dma_allowed(s, e, d->iova, d->len)) {
+		/*
+		 * Nothing of this client's is mapped there: as far as its device
+		 * context goes, that is a not-present fault. The engine is not
+		 * asked (the IOVA may be another client's), so the domain's fault
+		 * log and counters only ever hold faults on this client's own
+		 * mappings.
+		 */
+		r = -EFAULT;
+		f = (struct dom_fault){ .iova = d->iova, .reason = DOM_FAULT_NOT_PRESENT,
+					.access = rd ? DOM_ACCESS_READ : DOM_ACCESS_WRITE };
+	} else if (rd) {
 		r = dom_dev_dma_read(e->dev, d->iova, data, d->len, &f);
-	else
+	} else {
 		r = dom_dev_dma_write(e->dev, d->iova, req->data, d->len, &f);
+	}
+	/* A fault inside an ODP region goes to the fault service; the reply comes later. */
+	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && odp_dma_fault(s, e, req, &f))
+		return 0;
 	rpy.st.status = r;
 	if (r == -EFAULT)
 		rpy.fault = (struct proto_fault){ .iova = f.iova, .access = f.access,
@@ -806,7 +754,7 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 
 /* ==== admin queries ======================================================================= */
 
-static bool is_admin(const struct session *s)
+bool is_admin(const struct session *s)
 {
 	return s->uid == 0 || s->uid == s->srv->pol.self_uid;
 }
@@ -990,6 +938,30 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 	case PROTO_CMD_DMA_WRITE:
 		r = handle_dma(s, &req);
 		break;
+	case PROTO_CMD_ODP_REG:
+		r = odp_handle_reg(s, &req);
+		break;
+	case PROTO_CMD_ODP_DEREG:
+		r = odp_handle_dereg(s, &req);
+		break;
+	case PROTO_CMD_ODP_ADVISE:
+		r = odp_handle_advise(s, &req);
+		break;
+	case PROTO_CMD_ODP_INVALIDATE:
+		r = odp_handle_invalidate(s, &req);
+		break;
+	case PROTO_CMD_MEM_DISCARD:
+		r = odp_handle_discard(s, &req);
+		break;
+	case PROTO_CMD_ODP_STATS:
+		r = odp_handle_stats(s, &req);
+		break;
+	case PROTO_CMD_FAULT_DONE:
+		r = odp_handle_fault_done(s, &req);
+		break;
+	case PROTO_CMD_LIST_ODP:
+		r = is_admin(s) ? odp_handle_list(s, &req) : -EPERM;
+		break;
 	case PROTO_CMD_STATUS:
 		r = is_admin(s) ? handle_status(s, &req) : -EPERM;
 		break;
@@ -1025,6 +997,7 @@ struct session *session_new(struct srv *v, struct conn *c, pid_t pid, uid_t uid,
 	s->plim.max_batch = v->lim.max_batch;
 	s->states.esz = sizeof(struct sess_state);
 	s->maps.esz = sizeof(struct sess_map);
+	s->odp_spans.esz = sizeof(struct odp_span);
 	v->stats.sessions_total++;
 	return s;
 }
@@ -1037,6 +1010,11 @@ uint64_t session_id(const struct session *s)
 bool session_hello_done(const struct session *s)
 {
 	return s->plim.version != 0;
+}
+
+bool session_throttled(const struct session *s)
+{
+	return s && s->parked >= s->srv->lim.max_inflight;
 }
 
 void session_entry(const struct session *s, struct proto_client_entry *ret)
@@ -1066,6 +1044,8 @@ void session_free(struct session *s)
 	if (!s)
 		return;
 	t = &s->srv->devices;
+	/* Regions first: they map memory without pinning it. */
+	odp_session_free(s);
 	nstates = s->states.n;
 	nmaps = s->maps.n;
 	nmems = s->nmems;
@@ -1111,6 +1091,9 @@ void session_free(struct session *s)
 	}
 	free(s->states.v);
 	free(s->maps.v);
+	free(s->odp_spans.v);
+	free(s->odps);
+	free(s->by_slot);
 	free(s->mems);
 	free(s);
 }

@@ -206,3 +206,30 @@ Test(config, the_printed_configuration_parses_back_the_same)
 	}
 	free(text);
 }
+
+Test(config, odp_section)
+{
+	static struct config c;
+	char err[512];
+
+	config_defaults(&c);
+	cr_assert_eq(c.odp.window, 64 << 10, "default fault-around window");
+	cr_assert_eq(c.odp.sync, ODP_SYNC_BATCH);
+	cr_assert_eq(c.odp.user_fault_timeout_ms, 5000);
+	cr_assert_eq(c.odp.implicit_size, UINT64_C(1) << 40);
+	cr_assert_eq(c.lim.max_odp, 1024);
+	cr_assert_eq(load("[odp]\nfault_around = 1M\nsync = per-page\nimplicit_size = 2T\n"
+			  "user_fault_timeout_ms = 250\n[limits]\nmax_odp = 7\n",
+			  &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.odp.window, 1 << 20);
+	cr_assert_eq(c.odp.sync, ODP_SYNC_PER_PAGE);
+	cr_assert_eq(c.odp.implicit_size, UINT64_C(2) << 40);
+	cr_assert_eq(c.odp.user_fault_timeout_ms, 250);
+	cr_assert_eq(c.lim.max_odp, 7);
+	expect_error("[odp]\nfault_around = 48K\n", 2, "power of two");
+	expect_error("[odp]\nfault_around = 8M\n", 2, "fault_around");
+	expect_error("\n[odp]\nsync = sometimes\n", 3, "batch or per-page");
+	expect_error("[odp]\nimplicit_size = 3M\n", 2, "implicit_size");
+	expect_error("[odp]\nuser_fault_timeout_ms = 0\n", 2, "user_fault_timeout_ms");
+	expect_error("[odp]\nwindow = 4K\n", 2, "unknown key 'window' in [odp]");
+}

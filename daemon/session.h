@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * session.h - the daemon's per-client state, shared by session.c (devices,
+ * memory, IOVA states, streaming mappings, dispatch, teardown) and
+ * odp_svc.c (ODP regions, the fault service, user-handled faults).
+ * Private to the daemon.
+ */
+#ifndef IOVAD_DAEMON_SESSION_H
+#define IOVAD_DAEMON_SESSION_H
+
+#include "internal.h"
+
+struct sess_mem {
+	struct session *sess;
+	uint32_t handle;        /* 1-based slot; 0 once the client freed it */
+	uint32_t pins;          /* link records and mappings into it */
+	struct pmem_obj *obj;
+	uint64_t implicit_off;  /* where implicit ODP regions see byte 0 */
+};
+
+struct link_rec {
+	uint64_t off;           /* from the state's addr */
+	uint64_t size;
+	uint64_t phys;
+	struct sess_mem *mem;
+};
+
+struct sess_state {
+	uint32_t dom;           /* key: domain index, then base */
+	uint32_t dev;           /* device table index it was allocated on */
+	uint64_t base;          /* addr rounded down to the granule */
+	uint64_t span;          /* bytes of IOVA from base */
+	struct dma_iova_state st;
+	uint64_t linked;        /* bytes in link records */
+	struct link_rec *links;
+	uint32_t nlinks, cap;
+};
+
+struct sess_map {
+	uint32_t dom;           /* key: domain index, then base */
+	uint32_t dev;
+	uint64_t base;          /* dma rounded down to the granule */
+	uint64_t span;
+	uint64_t dma;
+	uint64_t size;
+	struct sess_mem *mem;   /* NULL on an identity domain's map of... never: always set */
+};
+
+/* A vector of elements sorted by (dom, base), each starting with those two keys. */
+struct svec {
+	uint8_t *v;
+	uint32_t n, cap;
+	size_t esz;
+};
+
+struct session {
+	struct srv *srv;
+	struct conn *conn;
+	uint64_t id;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	struct proto_limits plim;   /* negotiated; version 0 until HELLO */
+	uint32_t max_frame;
+	struct dev_entry *devs[64]; /* handle - 1 -> device; NULL when closed */
+	struct sess_mem **mems;     /* handle - 1 -> mem; NULL when free */
+	uint32_t nmem_slots;
+	uint32_t nmems;
+	uint64_t mem_bytes;
+	struct svec states;         /* struct sess_state */
+	struct svec maps;           /* struct sess_map */
+	uint32_t nlinks;            /* link records over all states */
+	uint64_t requests;
+	uint32_t pinned_orphans;    /* freed by the client, still pinned */
+	struct sess_state *last;    /* last state found; batches hit one state in a row */
+	/* on-demand paging (odp_svc.c) */
+	struct sess_mem **by_slot;  /* live objects sorted by implicit_off */
+	uint32_t nby_slot, by_slot_cap;
+	struct sess_odp **odps;     /* handle - 1 -> region; NULL when free */
+	uint32_t nodp_slots;
+	uint32_t nodps;
+	struct svec odp_spans;      /* struct odp_span, for DMA lookups */
+	struct ufault *ufaults;     /* user faults waiting for this client */
+	uint32_t parked;            /* device accesses waiting for the fault service */
+	struct odp_totals odp_gone; /* counters of regions already deregistered */
+	struct odp_hist odp_hist;   /* fault latency over all its regions */
+};
+
+/* An ODP region's IOVA span, in a vector sorted like states and maps. */
+struct odp_span {
+	uint32_t dom;           /* key: domain index, then base */
+	uint32_t dev;
+	uint64_t base;          /* the region's first IOVA */
+	uint64_t span;          /* its size */
+	struct sess_odp *o;
+};
+
+struct skey {
+	uint32_t dom;
+	uint32_t dev;
+	uint64_t base;
+};
+
+static inline const struct skey *key_at(const struct svec *s, uint32_t i)
+{
+	return (const struct skey *)(s->v + (size_t)i * s->esz);
+}
+
+static inline void *elem(const struct svec *s, uint32_t i)
+{
+	return s->v + (size_t)i * s->esz;
+}
+
+uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base);
+void *svec_insert(struct svec *s, uint32_t dom, uint64_t base);
+void svec_remove(struct svec *s, void *e);
+void *svec_find(const struct svec *s, uint32_t dom, uint64_t base);
+void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
+		      size_t span_off);
+
+uint8_t *scratch(struct session *s);
+void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
+	   size_t len);
+void reply_status(struct session *s, const struct proto_req *req, int status);
+struct sess_mem *mem_by_handle(struct session *s, uint32_t h);
+struct dev_entry *dev_by_handle(struct session *s, uint32_t h);
+bool is_admin(const struct session *s);
+
+/* ---- odp_svc.c ---- */
+
+/* Request handlers: 0 when a reply was queued (or will be), else -errno to reply. */
+int odp_handle_reg(struct session *s, const struct proto_req *req);
+int odp_handle_dereg(struct session *s, const struct proto_req *req);
+int odp_handle_advise(struct session *s, const struct proto_req *req);
+int odp_handle_invalidate(struct session *s, const struct proto_req *req);
+int odp_handle_discard(struct session *s, const struct proto_req *req);
+int odp_handle_stats(struct session *s, const struct proto_req *req);
+int odp_handle_fault_done(struct session *s, const struct proto_req *req);
+int odp_handle_list(struct session *s, const struct proto_req *req);
+/* A device access by s faulted (*f) inside one of its regions? Park it for the
+ * fault service: true (the reply comes later). */
+bool odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req *req,
+		   const struct dom_fault *f);
+/* Is [iova, iova + len) inside one of s's regions on e's domain? */
+bool odp_dma_allowed(struct session *s, const struct dev_entry *e, uint64_t iova, uint64_t len);
+/* A memory object arrived: give it an implicit offset. Return: 0, -ENOMEM. */
+int odp_mem_added(struct session *s, struct sess_mem *m);
+/* The client dropped a memory object: invalidate every region over it. */
+void odp_mem_removed(struct session *s, struct sess_mem *m);
+/* Teardown: every region, parked access and user fault of s. */
+void odp_session_free(struct session *s);
+
+#endif /* IOVAD_DAEMON_SESSION_H */
