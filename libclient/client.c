@@ -6,9 +6,9 @@
  *
  * Rules the header leaves open, decided here:
  * - Handles die with their connection: iovad_disconnect() frees every device,
- *   memory object (unmapping it) and batch still open on it, so nothing
- *   leaks, and none of those handles may be used afterwards. In-flight
- *   batches' callbacks do not run.
+ *   memory object (unmapping it), ODP region and batch still open on it, so
+ *   nothing leaks, and none of those handles may be used afterwards.
+ *   In-flight batches' callbacks do not run, nor do queued fault handlers.
  * - A batch's callback runs exactly once: in iovad_batch_wait() on that batch
  *   if it is called before iovad_process() picked the batch up, else in
  *   iovad_process(). Other batches a waiting thread happens to complete are
@@ -22,6 +22,10 @@
  * - A state without an IOVA (zeroed by try_alloc's failure, destroy or free)
  *   is -EINVAL here, as the engine's dma_iova_* have it; a state that is not
  *   this client's is the daemon's -ENOENT.
+ * - The ODP calls (odp.c) need protocol version 2: on an older daemon they
+ *   are -EOPNOTSUPP without a round trip. A region must not be deregistered
+ *   while its fault handler may be running (the handler is given a pointer
+ *   to it); faults still queued for it are answered -EFAULT.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -161,6 +165,13 @@ void iovad_disconnect(struct iovad *c)
 
 		ilist_del(&m->node);
 		mem_free(m);
+	}
+	odp_faults_drop_locked(c);
+	while (!ilist_empty(&c->odps)) {
+		struct iovad_odp *o = ilist_entry(c->odps.next, struct iovad_odp, node);
+
+		ilist_del(&o->node);
+		free(o);
 	}
 	pthread_mutex_unlock(&c->lock);
 	conn_close(c);
@@ -325,6 +336,8 @@ static int mem_register(struct iovad *c, int fd, uint64_t offset, size_t size, v
 	/* The daemon's (page-rounded) size, but never more than we can touch. */
 	m->size = rpy.size && rpy.size <= map_len ? (size_t)rpy.size : map_len;
 	m->phys = rpy.phys;
+	/* 0 from a version 1 daemon, where no region can use it. */
+	m->implicit_slot = rpy.implicit_slot;
 	pthread_mutex_lock(&c->lock);
 	ilist_add_tail(&c->mems, &m->node);
 	pthread_mutex_unlock(&c->lock);
@@ -1204,6 +1217,10 @@ int iovad_process(struct iovad *c)
 		}
 		pthread_mutex_lock(&c->lock);
 	}
+	pthread_mutex_unlock(&c->lock);
+	/* User-fault handlers of the faults queued now (odp.c), counted as callbacks too. */
+	n += odp_run_faults(c);
+	pthread_mutex_lock(&c->lock);
 	if (!n && c->dead)
 		n = -ENOTCONN;
 	pthread_mutex_unlock(&c->lock);
@@ -1251,7 +1268,12 @@ const char *iovad_strerror(int err)
 	case -EMFILE:
 		return "too many devices open on this connection";
 	case -EOPNOTSUPP:
-		return "not supported by this device (identity domain or non-coherent)";
+		return "not supported by this device (identity domain or non-coherent), "
+		       "or by the daemon (on-demand paging needs protocol version 2)";
+	case -ETIMEDOUT:
+		return "a user-handled fault was not answered in time";
+	case -EAGAIN:
+		return "nothing to take now (no fault queued), or try again";
 	case -EPROTONOSUPPORT:
 		return "the daemon speaks no protocol version this library does";
 	case -ECANCELED:

@@ -5,9 +5,14 @@
  *
  * Pipelining: any number of threads may have requests in flight on one
  * connection. A request is entered in the pending table (under send_lock, so
- * the table is in send order, which is the order the daemon answers in) and
- * then written whole under send_lock. Replies are read by whichever thread
- * holds the "reader role" (leader/follower): a thread waiting for its reply
+ * the table is in send order) and then written whole under send_lock. The
+ * daemon answers most requests in order, but not all: a device access that
+ * hits an ODP region waits for the fault service (or for this client's own
+ * fault handler) while later requests are answered, so replies are matched
+ * by id and nothing here relies on their order.
+ *
+ * Replies are read by whichever thread holds the "reader role"
+ * (leader/follower): a thread waiting for its reply
  * takes the role if it is free and reads frames, completing whatever request
  * each frame answers, until its own is done; then it gives the role up and
  * wakes one thread still waiting, which takes it over. A thread that finds
@@ -20,6 +25,12 @@
  * synchronous caller, or a sender whose write would block (the daemon stops
  * reading when its replies back up: whoever is stuck writing must read, or
  * both ends would wait for each other forever).
+ *
+ * The daemon also sends unsolicited frames, user faults (PROTO_EVT_FAULT):
+ * the reader queues them (odp.c), and the handlers run outside the lock and
+ * outside the reader role, by iovad_process() or by a thread in conn_wait()
+ * between two reads. A waiting thread must run them itself: its own reply
+ * may be a device access parked until one of them is answered.
  *
  * Any I/O error, EOF or protocol violation kills the connection: every
  * request in flight completes with -ENOTCONN, and so does every later one.
@@ -51,6 +62,14 @@
 
 /* Reads one non-blocking drain does before it lets its caller go on. */
 #define DRAIN_MAX_READS 64
+
+/*
+ * The connection this thread holds the reader role of, if any. A sender
+ * that holds it must read for itself when the socket is full: nobody else
+ * can, and taking the role again is impossible (conn_drain would see it
+ * taken and return, and the daemon and we would wait for each other).
+ */
+static _Thread_local const struct iovad *tl_reading;
 
 int pending_init(struct pending *p)
 {
@@ -93,6 +112,9 @@ static void complete_locked(struct iovad *c, struct pending *p, int status)
 	ilist_del(&p->node);
 	p->done = true;
 	p->status = status;
+	/* Listed before anything after this reply is read: a fault on it must find it. */
+	if (p->odp && !status)
+		odp_registered_locked(c, p->odp, p->rpy);
 	if (p->orphan) {
 		pending_destroy(p);
 		free(p);
@@ -116,12 +138,13 @@ static void mark_dead_locked(struct iovad *c)
 	shutdown(c->fd, SHUT_RDWR);
 	while (!ilist_empty(&c->pending))
 		complete_locked(c, ilist_entry(c->pending.next, struct pending, node), -ENOTCONN);
+	/* Nobody can answer them now, and the daemon has failed the accesses anyway. */
+	odp_faults_drop_locked(c);
 }
 
-/* Give up the reader role and wake one thread sleeping on its request, to take it over. */
-static void reader_release_locked(struct iovad *c)
+/* Wake one thread sleeping on its request (to read, or to run fault handlers). */
+static void wake_waiter_locked(struct iovad *c)
 {
-	c->reading = false;
 	for (struct ilist *n = c->pending.next; n != &c->pending; n = n->next) {
 		struct pending *q = ilist_entry(n, struct pending, node);
 
@@ -130,6 +153,14 @@ static void reader_release_locked(struct iovad *c)
 			break;
 		}
 	}
+}
+
+/* Give up the reader role and wake one thread sleeping on its request, to take it over. */
+static void reader_release_locked(struct iovad *c)
+{
+	c->reading = false;
+	tl_reading = NULL;
+	wake_waiter_locked(c);
 }
 
 /* One complete frame of len bytes (len checked against max_frame by proto_frame_len). */
@@ -142,7 +173,13 @@ static void dispatch_locked(struct iovad *c, const uint8_t *frame, size_t len)
 	size_t blen, want;
 
 	memcpy(&h, frame, sizeof(h));
-	/* The daemon answers in order: the match is nearly always the first entry. */
+	/* Unsolicited: answers nothing, so it must not be matched to a request. */
+	if (h.type == PROTO_EVT_FAULT) {
+		if (odp_event_locked(c, frame, len))
+			goto violation;
+		return;
+	}
+	/* Mostly answered in order: the match is nearly always the first entry. */
 	for (struct ilist *n = c->pending.next; n != &c->pending; n = n->next) {
 		struct pending *q = ilist_entry(n, struct pending, node);
 
@@ -155,8 +192,10 @@ static void dispatch_locked(struct iovad *c, const uint8_t *frame, size_t len)
 	    !proto_check_reply(frame, len, c->version, c->max_frame, 0, 0)) {
 		/*
 		 * An error about a frame the daemon could not attribute (id 0; or
-		 * the refusal it sends on accept). It answers in order, so the
-		 * frame it choked on is our oldest unanswered one.
+		 * the refusal it sends on accept). It reads in order and closes at
+		 * once, so blaming our oldest unanswered one is as good as any: a
+		 * parked device access may take the blame for a later frame, but
+		 * every request fails with the connection right after.
 		 */
 		p = ilist_entry(c->pending.next, struct pending, node);
 	}
@@ -276,6 +315,7 @@ void conn_drain(struct iovad *c)
 		return;
 	}
 	c->reading = true;
+	tl_reading = c;
 	pthread_mutex_unlock(&c->lock);
 	for (int i = 0; i < DRAIN_MAX_READS; i++)
 		if (reader_step(c, false) <= 0)
@@ -285,10 +325,26 @@ void conn_drain(struct iovad *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * Fault handlers run here, between reads, by whoever waits: p may be a device
+ * access the daemon parked until one of them is answered, and in a
+ * single-threaded client this thread is the only one that can answer. They
+ * run with the reader role given up (the role goes to another waiter, if
+ * any), so a handler's own calls read their replies as any call does.
+ */
 void conn_wait(struct iovad *c, struct pending *p)
 {
+	/* Too deep in nested handlers: leave the faults to another thread, bounding the stack. */
+	bool run_faults = odp_may_run_faults();
+
 	pthread_mutex_lock(&c->lock);
 	while (!p->done) {
+		if (run_faults && odp_faults_runnable_locked(c)) {
+			pthread_mutex_unlock(&c->lock);
+			(void)odp_run_faults(c);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
 		if (c->reading) {
 			p->waiting = true;
 			pthread_cond_wait(&p->cond, &c->lock);
@@ -296,12 +352,17 @@ void conn_wait(struct iovad *c, struct pending *p)
 			continue;
 		}
 		c->reading = true;
-		while (!p->done) {
+		tl_reading = c;
+		while (!p->done && !(run_faults && odp_faults_runnable_locked(c))) {
 			pthread_mutex_unlock(&c->lock);
 			/* Blocking: returns after progress, or -ENOTCONN once p is completed. */
 			(void)reader_step(c, true);
 			pthread_mutex_lock(&c->lock);
+			/* We may not run them: someone asleep may (it sleeps again if it cannot). */
+			if (!run_faults && odp_faults_runnable_locked(c))
+				wake_waiter_locked(c);
 		}
+		/* Done, or handlers to run first: either way another waiter may read meanwhile. */
 		reader_release_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -316,6 +377,7 @@ static int wait_writable(struct iovad *c)
 {
 	for (;;) {
 		struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+		bool mine = tl_reading == c;
 		bool can_read;
 
 		pthread_mutex_lock(&c->lock);
@@ -323,7 +385,7 @@ static int wait_writable(struct iovad *c)
 			pthread_mutex_unlock(&c->lock);
 			return -ENOTCONN;
 		}
-		can_read = !c->reading;
+		can_read = mine || !c->reading;
 		pthread_mutex_unlock(&c->lock);
 		if (can_read)
 			pfd.events |= POLLIN;
@@ -333,8 +395,14 @@ static int wait_writable(struct iovad *c)
 			return -errno;
 		}
 		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
-			/* Take what the daemon said (an error frame, or EOF) before giving up. */
-			if (can_read)
+			/*
+			 * Take what the daemon said (an error frame, or EOF) before
+			 * giving up. With the role already ours, read directly:
+			 * conn_drain would find the role taken and read nothing.
+			 */
+			if (mine)
+				(void)reader_step(c, false);
+			else if (can_read)
 				conn_drain(c);
 			if (pfd.revents & (POLLHUP | POLLERR))
 				return -EPIPE;
@@ -557,6 +625,8 @@ int conn_open(const char *path, struct iovad **ret)
 	ilist_init(&c->devs);
 	ilist_init(&c->mems);
 	ilist_init(&c->batches);
+	ilist_init(&c->odps);
+	ilist_init(&c->faults);
 	c->next_id = 1;
 	c->max_frame = PROTO_FRAME_DEFAULT;
 	c->page_size = sysconf(_SC_PAGESIZE);

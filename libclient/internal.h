@@ -8,9 +8,11 @@
  * Locking, in order (never take an earlier one while holding a later one):
  *   iovad.send_lock  one frame is written at a time, whole
  *   iovad.lock       everything else in struct iovad, every pending request,
- *                    the state of every batch, the dev/mem/batch lists
+ *                    the state of every batch, the dev/mem/batch/odp lists,
+ *                    the queue of user faults and every region's handler
  *   iovad_dev.fault_lock  the per-thread fault records of one device
- * Callbacks run with no lock held.
+ * Callbacks (batch completions, user-fault handlers) run with no lock held
+ * and without the reader role, so they may make any call, blocking ones too.
  */
 #ifndef IOVAD_LIBCLIENT_INTERNAL_H
 #define IOVAD_LIBCLIENT_INTERNAL_H
@@ -81,6 +83,7 @@ struct pending {
 	size_t rdata_len;
 	uint32_t count;             /* BATCH: ops sent, the reply must say the same */
 	struct iovad_batch *batch;  /* async batch this completes, else NULL */
+	struct iovad_odp *odp;      /* ODP_REG: entered in iovad.odps as the reply lands */
 };
 
 struct iovad {
@@ -104,6 +107,8 @@ struct iovad {
 	struct ilist devs;          /* struct iovad_dev */
 	struct ilist mems;          /* struct iovad_mem */
 	struct ilist batches;       /* struct iovad_batch */
+	struct ilist odps;          /* struct iovad_odp */
+	struct ilist faults;        /* struct odp_evt: user faults received, not yet taken */
 
 	/* Only the reader-role holder touches these; the role is passed under lock. */
 	uint8_t *rbuf;              /* PROTO_FRAME_DEFAULT bytes: received, not yet dispatched */
@@ -141,6 +146,33 @@ struct iovad_mem {
 	size_t map_len;             /* its length (page-rounded) */
 	size_t size;                /* as the daemon reports it */
 	uint64_t phys;
+	uint32_t implicit_slot;     /* implicit regions see byte 0 at (slot << shift) */
+};
+
+struct iovad_odp {
+	struct ilist node;          /* in iovad.odps from ODP_REG's reply to dereg */
+	struct iovad *c;
+	uint32_t handle;
+	uint32_t flags;             /* IOVAD_ODP_* */
+	uint32_t access;            /* IOVAD_ACCESS_* */
+	uint64_t iova;
+	uint64_t size;
+	uint32_t mem_handle;        /* explicit: the memory object and where the region starts */
+	uint64_t offset;
+	iovad_odp_fault_cb cb;      /* user-faults handler, under iovad.lock */
+	void *cb_arg;
+};
+
+/*
+ * A PROTO_EVT_FAULT waiting to be taken: by a handler runner when its region
+ * has a handler (or when the region is unknown: then the answer is -EFAULT),
+ * else by iovad_odp_fault_next(). Which one is decided when it is taken, so
+ * a handler set after the fault arrived still gets it.
+ */
+struct odp_evt {
+	struct ilist node;          /* in iovad.faults, oldest first */
+	struct iovad_odp *odp;      /* NULL: no such region (any more) */
+	struct proto_evt_fault ev;
 };
 
 enum batch_state {
@@ -205,5 +237,23 @@ bool conn_dead(struct iovad *c);
 
 /* client.c: a batch's reply landed (lock held): apply it and set its status. */
 void batch_complete_locked(struct iovad_batch *b, int status);
+
+/* ---- odp.c ---- */
+
+/* ODP_REG's reply landed with status 0 (lock held): fill odp from it and list it. */
+void odp_registered_locked(struct iovad *c, struct iovad_odp *odp, const void *rpy);
+/* A PROTO_EVT_FAULT frame (lock held): queue it. Return: 0, or -errno (a violation). */
+int odp_event_locked(struct iovad *c, const uint8_t *frame, size_t len);
+/* Is a fault waiting that odp_run_faults() would take? (lock held) */
+bool odp_faults_runnable_locked(const struct iovad *c);
+/* May this thread run handlers now (not too deep in nested handlers)? */
+bool odp_may_run_faults(void);
+/*
+ * Run the handlers of the faults queued now (answering those of unknown
+ * regions with -EFAULT); no lock held, no reader role. Return: handlers run.
+ */
+int odp_run_faults(struct iovad *c);
+/* Forget every queued fault: the connection died or is being closed (lock held). */
+void odp_faults_drop_locked(struct iovad *c);
 
 #endif /* IOVAD_LIBCLIENT_INTERNAL_H */

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * iovadctl.c - the admin CLI of iovad: daemon status, devices with their
- * domain counters, clients, and the IOVA states and streaming mappings of
- * one client; with --prometheus (or the metrics command), the counters in
- * the Prometheus text exposition format.
+ * domain counters, clients, the IOVA states and streaming mappings of one
+ * client, and on-demand paging (the daemon's ODP totals and every region);
+ * with --prometheus (or the metrics command), the counters in the
+ * Prometheus text exposition format.
  *
  * It speaks the wire protocol directly (proto.h), one request at a time on
  * one connection: HELLO, then the admin queries. Admin queries need uid 0 or
@@ -300,7 +301,9 @@ static int ctl_list(struct ctl *c, uint16_t cmd, uint64_t session_id, size_t esz
 			all = p;
 			cap = ncap;
 		}
-		memcpy(all + (size_t)n * esz, c->buf + head, (size_t)rpy.count * esz);
+		/* An empty list leaves all NULL: memcpy must not even see it. */
+		if (rpy.count)
+			memcpy(all + (size_t)n * esz, c->buf + head, (size_t)rpy.count * esz);
 		n += rpy.count;
 		start += rpy.count;
 		if (start >= rpy.total)
@@ -1038,11 +1041,265 @@ out:
 	return r;
 }
 
-/* metrics: STATUS and LIST_DEVICES in one exposition; nothing is printed unless both succeed. */
+/* ==== on-demand paging ======================================================= */
+
+/* The counters of struct proto_odp_counters, in order, for JSON and Prometheus. */
+static const struct {
+	const char *name;   /* JSON key */
+	const char *prom;   /* Prometheus family */
+	bool gauge;
+	const char *help;
+} odp_stats[] = {
+	{ "page_faults", "iovad_odp_page_faults_total", false,
+	  "Pages mapped or upgraded by ODP faults." },
+	{ "page_faults_handled", "iovad_odp_page_faults_handled_total", false,
+	  "ODP fault events served successfully." },
+	{ "page_invalidations", "iovad_odp_page_invalidations_total", false,
+	  "ODP pages unmapped by invalidations." },
+	{ "page_invalidations_handled", "iovad_odp_page_invalidations_handled_total", false,
+	  "Invalidations that intersected an ODP region." },
+	{ "page_prefetch", "iovad_odp_page_prefetch_total", false,
+	  "Pages mapped or upgraded by ODP prefetch." },
+	{ "fault_errors", "iovad_odp_fault_errors_total", false,
+	  "ODP faults answered with an error." },
+	{ "fault_retries", "iovad_odp_fault_retries_total", false,
+	  "ODP fault resolves that raced an invalidation and retried." },
+	{ "perm_upgrades", "iovad_odp_perm_upgrades_total", false,
+	  "Read-only ODP pages made writable in place." },
+	{ "syncs", "iovad_odp_syncs_total", false, "dma_iova_sync calls of the fault service." },
+	{ "flushes", "iovad_odp_flushes_total", false, "IOTLB flushes of the fault service." },
+	{ "user_faults", "iovad_odp_user_faults_total", false,
+	  "ODP faults sent to a client's own fault handler." },
+	{ "user_fault_timeouts", "iovad_odp_user_fault_timeouts_total", false,
+	  "User-handled ODP faults not answered in time." },
+	{ "mapped_bytes", "iovad_odp_mapped_bytes", true, "Bytes mapped in ODP regions now." },
+	{ "fault_count", "iovad_odp_faults_timed_total", false,
+	  "ODP faults in the fault latency histogram." },
+	{ "fault_p50_ns", "iovad_odp_fault_latency_p50_nanoseconds", true,
+	  "Median ODP fault service latency, fault to resume (histogram bucket bound)." },
+	{ "fault_p99_ns", "iovad_odp_fault_latency_p99_nanoseconds", true,
+	  "99th percentile ODP fault service latency, fault to resume (histogram bucket bound)." },
+};
+#define NODP_STATS (sizeof(odp_stats) / sizeof(odp_stats[0]))
+_Static_assert(NODP_STATS * sizeof(uint64_t) == sizeof(struct proto_odp_counters), "odp_stats");
+
+static void odp_array(const struct proto_odp_counters *s, uint64_t v[NODP_STATS])
+{
+	memcpy(v, s, sizeof(*s));
+}
+
+/* The daemon's ODP totals: regions now and gone, every session. Admin only. */
+static int get_odp_totals(struct ctl *c, struct proto_odp_counters *ret)
+{
+	const size_t want = sizeof(struct proto_hdr) + sizeof(struct proto_odp_stats_rpy);
+	struct proto_odp_ref q = { .odp = 0, .flags = PROTO_ODP_STATS_DAEMON };
+	struct proto_odp_stats_rpy rpy;
+	int r;
+
+	/* A version 1 daemon has no ODP, and would close on the request. */
+	if (c->version < PROTO_VERSION_ODP)
+		return -EOPNOTSUPP;
+	r = ctl_call(c, PROTO_CMD_ODP_STATS, &q, sizeof(q), want);
+	if (r)
+		return r;
+	if (c->len != want)
+		return -EBADMSG;
+	memcpy(&rpy, c->buf + sizeof(struct proto_hdr), sizeof(rpy));
+	*ret = rpy.c;
+	return 0;
+}
+
+static void prom_odp(FILE *f, const struct proto_odp_counters *s)
+{
+	uint64_t v[NODP_STATS];
+
+	odp_array(s, v);
+	for (size_t k = 0; k < NODP_STATS; k++)
+		prom_single(f, odp_stats[k].prom, odp_stats[k].gauge ? "gauge" : "counter",
+			    odp_stats[k].help, v[k]);
+}
+
+/* "implicit,user-faults", or "-" when none. */
+static void odp_flags_str(char *buf, size_t len, uint32_t flags)
+{
+	uint32_t rest = flags & ~(uint32_t)PROTO_ODP_FLAGS;
+
+	snprintf(buf, len, "%s%s%s%s", flags & PROTO_ODP_IMPLICIT ? "implicit" : "",
+		 (flags & PROTO_ODP_IMPLICIT) && (flags & PROTO_ODP_USER_FAULTS) ? "," : "",
+		 flags & PROTO_ODP_USER_FAULTS ? "user-faults" : "",
+		 !(flags & PROTO_ODP_FLAGS) && !rest ? "-" : "");
+	if (rest) {
+		size_t off = strlen(buf);
+
+		snprintf(buf + off, off < len ? len - off : 0, "%s%#" PRIx32, off ? "," : "", rest);
+	}
+}
+
+/* The device's rights: "rw", "r-", "-w" or "--" (local read is always implied). */
+static const char *odp_access_str(uint32_t access)
+{
+	static const char *const s[] = { "--", "r-", "-w", "rw" };
+
+	return s[((access & PROTO_ODP_ACCESS_DEVICE_READ) ? 1 : 0) |
+		 ((access & PROTO_ODP_ACCESS_DEVICE_WRITE) ? 2 : 0)];
+}
+
+static void odp_json_counters(const struct proto_odp_counters *s)
+{
+	uint64_t v[NODP_STATS];
+	bool first = true;
+
+	odp_array(s, v);
+	fputs("{", stdout);
+	for (size_t k = 0; k < NODP_STATS; k++)
+		json_u64(stdout, &first, odp_stats[k].name, v[k]);
+	fputs("}", stdout);
+}
+
+static void odp_json(const struct proto_odp_counters *tot, const struct proto_odp_entry *e,
+		     uint32_t n, const struct proto_dev_entry *devs, uint32_t ndevs)
+{
+	fputs("{\"totals\": ", stdout);
+	odp_json_counters(tot);
+	fputs(", \"regions\": [", stdout);
+	for (uint32_t i = 0; i < n; i++) {
+		char dev[PROTO_DEV_NAME_MAX + 1];
+		bool first = true;
+
+		if (e[i].dev < ndevs)
+			wire_name(dev, devs[e[i].dev].name);
+		else
+			snprintf(dev, sizeof(dev), "#%" PRIu32, e[i].dev);
+		fputs(i ? ",\n {" : "\n {", stdout);
+		json_u64(stdout, &first, "session_id", e[i].session_id);
+		json_u64(stdout, &first, "odp", e[i].odp);
+		json_string(stdout, &first, "device", dev);
+		json_u64(stdout, &first, "device_index", e[i].dev);
+		json_u64(stdout, &first, "flags", e[i].flags);
+		json_bool(stdout, &first, "implicit", e[i].flags & PROTO_ODP_IMPLICIT);
+		json_bool(stdout, &first, "user_faults", e[i].flags & PROTO_ODP_USER_FAULTS);
+		json_u64(stdout, &first, "access", e[i].access);
+		json_bool(stdout, &first, "device_read",
+			  e[i].access & PROTO_ODP_ACCESS_DEVICE_READ);
+		json_bool(stdout, &first, "device_write",
+			  e[i].access & PROTO_ODP_ACCESS_DEVICE_WRITE);
+		json_u64(stdout, &first, "iova", e[i].iova);
+		json_u64(stdout, &first, "size", e[i].size);
+		json_key(stdout, &first, "stats");
+		odp_json_counters(&e[i].c);
+		fputs("}", stdout);
+	}
+	fputs(n ? "\n]}\n" : "]}\n", stdout);
+}
+
+/* odp: the daemon's totals, then one row per region of every session. */
+static int cmd_odp(struct ctl *c, const struct opts *o)
+{
+	static const char *const heads[] = {
+		"SESSION", "ODP", "DEVICE", "FLAGS", "ACCESS", "IOVA", "SIZE", "MAPPED", "FAULTS",
+		"HANDLED", "PREFETCH", "INVAL", "ERRORS", "RETRIES", "USER", "TIMEOUTS", "P50_NS",
+		"P99_NS",
+	};
+	static const bool right[] = {
+		true, true, false, false, false, true, true, true, true, true, true, true, true,
+		true, true, true, true, true,
+	};
+	struct table t = { .ncols = sizeof(heads) / sizeof(heads[0]), .heads = heads,
+			   .right = right };
+	struct proto_dev_entry *devs = NULL;
+	struct proto_odp_counters tot;
+	struct proto_odp_entry *e;
+	uint32_t n, ndevs;
+	void *p = NULL;
+	int r;
+
+	_Static_assert(sizeof(heads) / sizeof(heads[0]) == sizeof(right) / sizeof(right[0]),
+		       "odp columns");
+	/* Everything asked before anything is printed: a failure prints nothing. */
+	r = get_odp_totals(c, &tot);
+	if (r)
+		return r;
+	if (o->prom) {
+		prom_odp(stdout, &tot);
+		return 0;
+	}
+	r = get_devices(c, &devs, &ndevs);
+	if (r)
+		return r;
+	r = ctl_list(c, PROTO_CMD_LIST_ODP, 0, sizeof(*e), &p, &n);
+	if (r)
+		goto out;
+	e = p;
+	if (o->json) {
+		odp_json(&tot, e, n, devs, ndevs);
+		goto out;
+	}
+	printf("page faults:                 %" PRIu64 "\n", tot.page_faults);
+	printf("page faults handled:         %" PRIu64 "\n", tot.page_faults_handled);
+	printf("page invalidations:          %" PRIu64 "\n", tot.page_invalidations);
+	printf("page invalidations handled:  %" PRIu64 "\n", tot.page_invalidations_handled);
+	printf("page prefetch:               %" PRIu64 "\n", tot.page_prefetch);
+	printf("fault errors:                %" PRIu64 "\n", tot.fault_errors);
+	printf("fault retries:               %" PRIu64 "\n", tot.fault_retries);
+	printf("permission upgrades:         %" PRIu64 "\n", tot.perm_upgrades);
+	printf("syncs:                       %" PRIu64 "\n", tot.syncs);
+	printf("flushes:                     %" PRIu64 "\n", tot.flushes);
+	printf("user faults:                 %" PRIu64 "\n", tot.user_faults);
+	printf("user fault timeouts:         %" PRIu64 "\n", tot.user_fault_timeouts);
+	printf("mapped bytes:                %" PRIu64 "\n", tot.mapped_bytes);
+	printf("fault latency:               p50 %" PRIu64 " ns, p99 %" PRIu64 " ns (%" PRIu64
+	       " faults)\n", tot.fault_p50_ns, tot.fault_p99_ns, tot.fault_count);
+	fputs("\n", stdout);
+	for (uint32_t i = 0; i < n; i++) {
+		char dev[PROTO_DEV_NAME_MAX + 1], flags[CELL_MAX];
+
+		r = table_row(&t);
+		if (r)
+			goto out;
+		if (e[i].dev < ndevs)
+			wire_name(dev, devs[e[i].dev].name);
+		else
+			snprintf(dev, sizeof(dev), "#%" PRIu32, e[i].dev);
+		printable(dev);
+		odp_flags_str(flags, sizeof(flags), e[i].flags);
+		table_set(&t, 0, "%" PRIu64, e[i].session_id);
+		table_set(&t, 1, "%" PRIu32, e[i].odp);
+		table_set(&t, 2, "%s", dev);
+		table_set(&t, 3, "%s", flags);
+		table_set(&t, 4, "%s", odp_access_str(e[i].access));
+		table_set(&t, 5, "%#" PRIx64, e[i].iova);
+		table_set(&t, 6, "%" PRIu64, e[i].size);
+		table_set(&t, 7, "%" PRIu64, e[i].c.mapped_bytes);
+		table_set(&t, 8, "%" PRIu64, e[i].c.page_faults);
+		table_set(&t, 9, "%" PRIu64, e[i].c.page_faults_handled);
+		table_set(&t, 10, "%" PRIu64, e[i].c.page_prefetch);
+		table_set(&t, 11, "%" PRIu64, e[i].c.page_invalidations);
+		table_set(&t, 12, "%" PRIu64, e[i].c.fault_errors);
+		table_set(&t, 13, "%" PRIu64, e[i].c.fault_retries);
+		table_set(&t, 14, "%" PRIu64, e[i].c.user_faults);
+		table_set(&t, 15, "%" PRIu64, e[i].c.user_fault_timeouts);
+		table_set(&t, 16, "%" PRIu64, e[i].c.fault_p50_ns);
+		table_set(&t, 17, "%" PRIu64, e[i].c.fault_p99_ns);
+	}
+	table_print(stdout, &t);
+out:
+	table_free(&t);
+	free(p);
+	free(devs);
+	return r;
+}
+
+/*
+ * metrics: STATUS, LIST_DEVICES and the ODP totals in one exposition; nothing
+ * is printed unless all succeed. A version 1 daemon has no ODP: its
+ * exposition simply has no iovad_odp_* families.
+ */
 static int cmd_metrics(struct ctl *c)
 {
 	struct proto_dev_entry *devs = NULL;
+	struct proto_odp_counters odp;
 	struct proto_status_rpy s;
+	bool have_odp;
 	uint32_t n;
 	int r;
 
@@ -1052,8 +1309,18 @@ static int cmd_metrics(struct ctl *c)
 	r = get_devices(c, &devs, &n);
 	if (r)
 		return r;
+	have_odp = c->version >= PROTO_VERSION_ODP;
+	if (have_odp) {
+		r = get_odp_totals(c, &odp);
+		if (r) {
+			free(devs);
+			return r;
+		}
+	}
 	prom_status(stdout, &s, io_backend_name(s.io_backend));
 	prom_devices(stdout, devs, n);
+	if (have_odp)
+		prom_odp(stdout, &odp);
 	free(devs);
 	return 0;
 }
@@ -1070,11 +1337,12 @@ static void usage(FILE *f)
 		"  devices               devices and their domain counters\n"
 		"  clients               connected clients (* marks this iovadctl)\n"
 		"  mappings SESSION_ID   IOVA states and streaming mappings of a client\n"
-		"  metrics               status and devices together, in the Prometheus format\n\n"
+		"  odp                   on-demand paging: the daemon's totals and every region\n"
+		"  metrics               status, devices and ODP totals (Prometheus format)\n\n"
 		"Options:\n"
 		"  -s, --socket PATH     daemon socket (default: $IOVAD_SOCKET, else %s)\n"
 		"  -j, --json            JSON output\n"
-		"  -p, --prometheus      Prometheus text format (status, devices, metrics);\n"
+		"  -p, --prometheus      Prometheus text format (status, devices, odp, metrics);\n"
 		"                        not with --json\n"
 		"  -l, --long            devices: every counter\n"
 		"  -h, --help            this text\n"
@@ -1112,12 +1380,15 @@ static const char *hint(int err, const char *what)
 		return " (protocol version mismatch)";
 	case -ETIMEDOUT:
 		return " (iovad did not answer)";
+	case -EOPNOTSUPP:
+		return !strcmp(what, "odp") ? " (iovad does not speak protocol version 2: no ODP)" :
+		       "";
 	default:
 		return "";
 	}
 }
 
-enum cmd { CMD_STATUS, CMD_DEVICES, CMD_CLIENTS, CMD_MAPPINGS, CMD_METRICS };
+enum cmd { CMD_STATUS, CMD_DEVICES, CMD_CLIENTS, CMD_MAPPINGS, CMD_ODP, CMD_METRICS };
 
 static int parse_u64(const char *s, uint64_t *ret)
 {
@@ -1196,6 +1467,8 @@ int main(int argc, char **argv)
 	} else if (!strcmp(name, "mappings")) {
 		cmd = CMD_MAPPINGS;
 		nargs = 1;
+	} else if (!strcmp(name, "odp")) {
+		cmd = CMD_ODP;
 	} else if (!strcmp(name, "metrics")) {
 		cmd = CMD_METRICS;
 	} else {
@@ -1209,7 +1482,7 @@ int main(int argc, char **argv)
 	}
 	if (o.prom && (cmd == CMD_CLIENTS || cmd == CMD_MAPPINGS)) {
 		fprintf(stderr, "iovadctl: %s: no Prometheus output (--prometheus applies to "
-			"status, devices and metrics)\n", name);
+			"status, devices, odp and metrics)\n", name);
 		return usage_error();
 	}
 	if (cmd == CMD_METRICS && o.json) {
@@ -1258,6 +1531,9 @@ int main(int argc, char **argv)
 		break;
 	case CMD_MAPPINGS:
 		r = cmd_mappings(&c, &o, session_id);
+		break;
+	case CMD_ODP:
+		r = cmd_odp(&c, &o);
 		break;
 	case CMD_METRICS:
 		r = cmd_metrics(&c);

@@ -316,6 +316,13 @@ device_families="iovad_device_info iovad_device_granule_bytes iovad_device_dma_m
 	iovad_device_map_phys_total iovad_device_unmap_phys_total iovad_device_dma_reads_total
 	iovad_device_dma_writes_total iovad_device_dma_bytes_total iovad_device_free_busy_total
 	iovad_device_mapped_bytes iovad_device_table_bytes"
+odp_families="iovad_odp_page_faults_total iovad_odp_page_faults_handled_total
+	iovad_odp_page_invalidations_total iovad_odp_page_invalidations_handled_total
+	iovad_odp_page_prefetch_total iovad_odp_fault_errors_total iovad_odp_fault_retries_total
+	iovad_odp_perm_upgrades_total iovad_odp_syncs_total iovad_odp_flushes_total
+	iovad_odp_user_faults_total iovad_odp_user_fault_timeouts_total iovad_odp_mapped_bytes
+	iovad_odp_faults_timed_total iovad_odp_fault_latency_p50_nanoseconds
+	iovad_odp_fault_latency_p99_nanoseconds"
 
 # The checker itself must refuse what the format forbids.
 prom_refuses() {
@@ -339,7 +346,7 @@ check "prom checker: accepts escapes" sh -c '
 
 check "--help mentions --prometheus and metrics" sh -c '
 	"$1" --help >"$2/help" && grep -q -- "--prometheus" "$2/help" &&
-	grep -q "^  metrics " "$2/help"' sh "$CTL" "$dir"
+	grep -q "^  metrics " "$2/help" && grep -q "^  odp " "$2/help"' sh "$CTL" "$dir"
 
 if run 0 --prometheus status; then
 	# shellcheck disable=SC2086
@@ -382,11 +389,11 @@ fi
 
 if run 0 metrics; then
 	# shellcheck disable=SC2086
-	check "metrics: strict format, status and device families" \
-		prom $status_families $device_families
+	check "metrics: strict format, status, device and ODP families" \
+		prom $status_families $device_families $odp_families
 	check "metrics: every counter ends in _total, every family typed" sh -c '
 		awk "\$1 == \"#\" && \$2 == \"TYPE\" { if ((\$4 == \"counter\") != (\$3 ~ /_total\$/)) bad = 1; n++ }
-		     END { exit bad || n != 32 }" "$1"' sh "$dir/out"
+		     END { exit bad || n != 48 }" "$1"' sh "$dir/out"
 	check "metrics: values are integers" sh -c '
 		grep -v "^#" "$1" | awk "{ if (\$NF !~ /^[0-9]+\$/) bad = 1 } END { exit bad }"' \
 		sh "$dir/out"
@@ -399,7 +406,8 @@ check "--prometheus metrics: the same families" sh -c '
 	sh "$CTL" "$sock" "$dir" "$devices"
 
 for args in "--json --prometheus status" "--prometheus --json devices" "-j -p metrics" \
-	"--json metrics" "--prometheus clients" "--prometheus mappings 1" "metrics extra"; do
+	"--json metrics" "--prometheus clients" "--prometheus mappings 1" "metrics extra" \
+	"odp extra"; do
 	# shellcheck disable=SC2086
 	if run 2 $args; then
 		check "$args: usage error, nothing on stdout" test ! -s "$dir/out"
@@ -416,6 +424,37 @@ fi
 check "metrics with no daemon: exit 1, nothing on stdout" sh -c '
 	"$1" --socket "$2/nonexistent" metrics >"$2/out" 2>/dev/null
 	[ $? -eq 1 ] && [ ! -s "$2/out" ]' sh "$CTL" "$dir"
+
+# ---- odp -------------------------------------------------------------------------
+
+odp_keys='{"page_faults", "page_faults_handled", "page_invalidations",
+	   "page_invalidations_handled", "page_prefetch", "fault_errors", "fault_retries",
+	   "perm_upgrades", "syncs", "flushes", "user_faults", "user_fault_timeouts",
+	   "mapped_bytes", "fault_count", "fault_p50_ns", "fault_p99_ns"}'
+if run 0 odp; then
+	for k in "page faults" "page faults handled" "page invalidations" "page prefetch" \
+		"fault errors" "user faults" "user fault timeouts" "fault latency"; do
+		check "odp: shows $k" grep -q "^$k: " "$dir/out"
+	done
+	check "odp: the region table's header" grep -q \
+		"^SESSION  *ODP  *DEVICE  *FLAGS  *ACCESS  *IOVA  *SIZE  *MAPPED  *FAULTS" "$dir/out"
+else
+	not_ok "odp exits 0"
+fi
+if run 0 --json odp; then
+	check "odp --json: valid, every total, a list of regions" json '
+		set(d) == {"totals", "regions"} and set(d["totals"]) == '"$odp_keys"'
+		and all(type(v) is int for v in d["totals"].values())
+		and type(d["regions"]) is list'
+else
+	not_ok "odp --json exits 0"
+fi
+if run 0 --prometheus odp; then
+	# shellcheck disable=SC2086
+	check "odp --prometheus: strict format, every ODP family" prom $odp_families
+else
+	not_ok "odp --prometheus exits 0"
+fi
 
 # ---- clients ---------------------------------------------------------------------
 
