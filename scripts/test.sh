@@ -64,7 +64,7 @@ run_valgrind() {
 	# do not measure memory or time. epoll only: valgrind 3.19 cannot see
 	# kernel writes into io_uring buffers (PLATFORM-NOTES.md).
 	local itdir="$root/build/release/tests/integration"
-	for t in api isolation; do
+	for t in api isolation odp; do
 		echo "== valgrind: iovad under itest_$t (epoll)"
 		IOVAD_TEST_IO=epoll IOVAD_TEST_VALGRIND_LOG="$logs/iovad-$t.%p.log" \
 			"$itdir/itest_$t" --jobs 1 >"$logs/itest_$t.out" 2>&1
@@ -104,12 +104,27 @@ run_units() {
 	fi
 }
 
+run_bench() {
+	# A smoke run of bench-odp --quick: its daemons start and every fault is served.
+	# It prints figures only; no timing is judged.
+	local out
+	echo "== release: bench-odp --quick"
+	if out=$("$root/build/release/bench/odp/bench-odp" --quick 2>&1); then
+		passed=$((passed + 1))
+	else
+		echo "$out" | tail -20
+		echo "== release: bench-odp --quick FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_units; run_ctest asan; run_valgrind; run_fuzz ;;
-release | asan) run_ctest "$what" ;;
+all) run_ctest release; run_bench; run_units; run_ctest asan; run_valgrind; run_fuzz ;;
+release) run_ctest release; run_bench ;;
+asan) run_ctest asan ;;
 valgrind) run_valgrind ;;
 fuzz) run_fuzz ;;
 units) run_units ;;

@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_NAME "bench-ipc"
+#include "../common.h"
 #include "domain.h"
 #include "proto.h"
 #include <iovad/iovad.h>
@@ -35,55 +37,6 @@
 #define SZ_4K 4096u
 #define BATCH_LINKS 255
 #define INFLIGHT 16
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(uint64_t *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_u64);
-	return n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
-}
-
-static void die(const char *what, int r)
-{
-	fprintf(stderr, "bench-ipc: %s: %s\n", what, strerror(r < 0 ? -r : r));
-	exit(1);
-}
-
-/* A Unix socket address for path; the paths here are short temporary ones. */
-static struct sockaddr_un unix_addr(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t len = strlen(path);
-
-	if (len >= sizeof(sa.sun_path))
-		die(path, ENAMETOOLONG);
-	memcpy(sa.sun_path, path, len + 1);
-	return sa;
-}
-
-static void pin(pid_t pid, int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(pid, sizeof(set), &set))
-		die("sched_setaffinity", errno);
-}
 
 /* ---- the bare socket baseline ----------------------------------------------------- */
 
@@ -277,29 +230,6 @@ static double inproc_pages_per_s(int batches)
 	return (double)batches * BATCH_LINKS / ((double)t / 1e9);
 }
 
-static pid_t start_daemon(const char *bin, const char *sock, const char *io)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		execl(bin, "iovad", "--socket", sock, io, "-q", (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		struct sockaddr_un sa = unix_addr(sock);
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-
-		if (!connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-			close(fd);
-			return pid;
-		}
-		close(fd);
-		usleep(10000);
-	}
-	die("daemon did not start", ETIMEDOUT);
-	return -1;
-}
-
 int main(int argc, char **argv)
 {
 	const char *bin = IOVAD_DAEMON_PATH, *io = "--io=uring";
@@ -330,7 +260,7 @@ int main(int argc, char **argv)
 	       "target");
 	for (int placement = 0; placement < 2; placement++) {
 		int cpu_srv = placement ? 1 : 0;
-		pid_t d = start_daemon(bin, sock, io), e = echo_server(echo);
+		pid_t d = start_daemon(bin, sock, io, NULL), e = echo_server(echo);
 		struct iovad *c;
 		struct iovad_dev *dev;
 		struct iovad_mem *m;
