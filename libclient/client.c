@@ -1247,8 +1247,7 @@ const char *iovad_strerror(int err)
 	case -EDQUOT:
 		return "over this client's limit";
 	case -EACCES:
-		return "permission denied by the socket or the daemon's policy, "
-		       "or device DMA outside this client's mappings";
+		return "permission denied by the socket or the daemon's policy";
 	case -EPERM:
 		return "operation not permitted for this device (MMIO or bounce rules)";
 	case -EIO:
