@@ -16,6 +16,14 @@ pkgs=(
 	libsystemd-dev        # sd_notify, socket activation
 	libinih-dev           # the configuration file
 	scdoc                 # man pages
+	# tests/rxe: soft-RoCE (rdma_rxe) in a qemu guest booting Debian's kernel,
+	# whose root is this machine's / (so its modules and userland must be here)
+	qemu-system-x86       # the guest (TCG)
+	linux-image-amd64     # guest kernel + rdma_rxe, virtio, 9p, overlay modules
+	busybox-static        # the initramfs' only binary
+	kmod cpio xz-utils    # modprobe (initramfs builder, guest); cpio; vmlinux extraction
+	rdma-core ibverbs-providers ibverbs-utils  # rdma tool, librxe, ibv_devinfo
+	iproute2              # ip link add ... type dummy in the guest
 )
 
 [ "$#" -gt 0 ] && pkgs=("$@")

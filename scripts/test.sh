@@ -5,8 +5,9 @@
 #                              both (unit and integration, the latter on both
 #                              I/O backends), the unit tests again under
 #                              valgrind, a bounded libFuzzer run, and the
-#                              systemd units checked offline
-#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units)
+#                              systemd units checked offline, and rxe_check
+#                              on soft-RoCE in a qemu guest (tests/rxe)
+#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units, rxe)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
 set -uo pipefail
@@ -118,17 +119,37 @@ run_bench() {
 	fi
 }
 
+run_rxe() {
+	# rxe_check on real verbs: soft-RoCE in a qemu guest (tests/rxe). One check.
+	# A VM that cannot start fails the part: there is no silent skip.
+	local rc
+	echo "== rxe: rxe_check in a qemu guest (tests/rxe/run.sh)"
+	"$root/tests/rxe/run.sh"
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		passed=$((passed + 1))
+	else
+		case $rc in
+		124) echo "== rxe: FAILED (timeout)" ;;
+		125) echo "== rxe: FAILED (the rxe VM could not start; see the 'rxe vm:' lines)" ;;
+		*) echo "== rxe: FAILED (exit $rc)" ;;
+		esac
+		failed=$((failed + 1))
+	fi
+}
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_bench; run_units; run_ctest asan; run_valgrind; run_fuzz ;;
+all) run_ctest release; run_bench; run_units; run_ctest asan; run_valgrind; run_fuzz; run_rxe ;;
 release) run_ctest release; run_bench ;;
 asan) run_ctest asan ;;
 valgrind) run_valgrind ;;
 fuzz) run_fuzz ;;
 units) run_units ;;
-*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units]" >&2; exit 2 ;;
+rxe) run_rxe ;;
+*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units|rxe]" >&2; exit 2 ;;
 esac
 
 echo "tests: $passed passed, $failed failed"
