@@ -811,6 +811,11 @@ static int handle_list(struct session *s, const struct proto_req *req)
 		total = target->states.n + target->maps.n;
 		break;
 	}
+	/* LIST_CLIENTS: walk the connection list once, not once per entry. */
+	struct conn *cur = v->conns;
+
+	for (uint32_t k = 0; req->hdr.type == PROTO_CMD_LIST_CLIENTS && k < start && cur; k++)
+		cur = cur->next;
 	for (uint32_t i = start; i < total && (count + 1) * esz <= room; i++, count++) {
 		uint8_t *p = out + count * esz;
 
@@ -825,13 +830,12 @@ static int handle_list(struct session *s, const struct proto_req *req)
 			devices_stats(e, &de.stats);
 			memcpy(p, &de, sizeof(de));
 		} else if (req->hdr.type == PROTO_CMD_LIST_CLIENTS) {
-			struct conn *c = v->conns;
 			struct proto_client_entry ce = { 0 };
 
-			for (uint32_t k = 0; k < i && c; k++)
-				c = c->next;
-			if (c && c->sess)
-				session_entry(c->sess, &ce);
+			if (cur && cur->sess)
+				session_entry(cur->sess, &ce);
+			if (cur)
+				cur = cur->next;
 			memcpy(p, &ce, sizeof(ce));
 		} else {
 			struct proto_map_entry me = { 0 };

@@ -422,3 +422,41 @@ Test(api, sigterm_is_a_graceful_exit)
 	c = NULL;
 	cr_assert_eq(daemon_stop(&d), 0);
 }
+
+/* LIST_CLIENTS pages by position: every connection appears once, page by page. */
+Test(api, list_clients_pages_through_every_connection)
+{
+	enum { N = 5 };
+	struct iovad *cl[N];
+	uint64_t seen[N + 2] = { 0 };
+	uint32_t nseen = 0;
+	int fd;
+
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(iovad_connect(d.sock, &cl[i]), 0);
+	fd = raw_connect(d.sock);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(raw_hello(fd), 0);
+	/* One entry per request, from each start: the walk must land on entry start. */
+	for (uint32_t start = 0; start < N + 2; start++) {
+		struct proto_list q = { .start = start };
+		struct proto_list_rpy r;
+		struct proto_client_entry e;
+		uint8_t buf[4096];
+		int n;
+
+		cr_assert_eq(raw_send(fd, PROTO_CMD_LIST_CLIENTS, 10 + start, &q, sizeof(q)), 0);
+		n = raw_recv(fd, buf, sizeof(buf), 2000);
+		cr_assert_geq(n, (int)(sizeof(struct proto_hdr) + sizeof(r) + sizeof(e)));
+		memcpy(&r, buf + sizeof(struct proto_hdr), sizeof(r));
+		cr_assert_eq(r.total, N + 2, "the suite's client, five more and this one: %u", r.total);
+		cr_assert_eq(r.count, N + 2 - start);
+		memcpy(&e, buf + sizeof(struct proto_hdr) + sizeof(r), sizeof(e));
+		for (uint32_t k = 0; k < nseen; k++)
+			cr_assert_neq(seen[k], e.session_id, "start %u repeats a session", start);
+		seen[nseen++] = e.session_id;
+	}
+	close(fd);
+	for (int i = 0; i < N; i++)
+		iovad_disconnect(cl[i]);
+}
