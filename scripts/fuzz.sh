@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Build the protocol decoder's libFuzzer target with clang and run it for a
-# bounded time on a copy of the seed corpus.
+# Build the libFuzzer targets with clang and run each for a bounded time on a
+# copy of its seed corpus:
+#   fuzz_proto   the wire protocol decoder       (tests/fuzz/corpus/)
+#   fuzz_engine  the domain engine, op sequences (tests/fuzz/corpus_engine/)
 #
 #   scripts/fuzz.sh [libFuzzer flags...]     e.g. scripts/fuzz.sh -jobs=4
-#   FUZZ_SECONDS=N                           run time (default 60)
+#   FUZZ_SECONDS=N                           fuzz_proto's run time (default 60)
+#   FUZZ_ENGINE_SECONDS=N                    fuzz_engine's run time (default 30)
+#   FUZZ_TARGETS="fuzz_engine"               run only these (default both)
+#   FUZZ_OUT=dir                             build dir (default build/fuzz)
 #
-# Prints the executions and executions/s; exits non-zero on a crash, a leak,
-# a sanitizer report or a contract trap (libFuzzer's own exit code). A
-# crashing input is kept as build/fuzz/artifacts/crash-*; replay it with
-#   build/fuzz/fuzz_proto build/fuzz/artifacts/crash-...
+# Prints the executions and executions/s of each; exits non-zero on a crash,
+# a leak, a sanitizer report or a contract trap in any of them (libFuzzer's
+# own exit code). A crashing input is kept as build/fuzz/artifacts/<target>-crash-*;
+# replay it with
+#   build/fuzz/fuzz_engine build/fuzz/artifacts/fuzz_engine-crash-...
 # Installs clang and compiler-rt (libFuzzer, ASan, UBSan) when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out="$root/build/fuzz"
-secs=${FUZZ_SECONDS:-60}
+out=${FUZZ_OUT:-$root/build/fuzz}
+targets=${FUZZ_TARGETS:-fuzz_proto fuzz_engine}
 
 # clang-14 and compiler-rt (libclang_rt.fuzzer, .asan, .ubsan_standalone).
 "$root/scripts/deps.sh" clang libclang-rt-14-dev cmake make pkg-config
@@ -35,43 +41,65 @@ fi
 # ---- build ---------------------------------------------------------------------------
 # Through CMake when the top level knows IOVAD_BUILD_FUZZERS; otherwise (or if
 # configuring the rest of the project fails) straight from the command line.
-bin="$out/fuzz_proto"
-rm -f "$bin"
+cmake_ok=false
 if CC=clang cmake -S "$root" -B "$out" -DCMAKE_C_COMPILER=clang -DIOVAD_BUILD_FUZZERS=ON \
 	-DIOVAD_BUILD_TESTS=OFF -DIOVAD_BUILD_BENCH=OFF -DIOVAD_BUILD_EXAMPLES=OFF \
-	>"$out/configure.log" 2>&1 &&
-	cmake --build "$out" --target fuzz_proto -j "$(nproc)" >"$out/build.log" 2>&1 &&
-	[ -x "$out/tests/fuzz/fuzz_proto" ]; then
-	cp "$out/tests/fuzz/fuzz_proto" "$bin"
-	echo "fuzz: built fuzz_proto with CMake"
-else
-	echo "fuzz: no CMake fuzz_proto target (see $out/configure.log); building directly"
+	>"$out/configure.log" 2>&1; then
+	cmake_ok=true
+fi
+for t in $targets; do
+	bin="$out/$t"
+	rm -f "$bin"
+	if $cmake_ok && cmake --build "$out" --target "$t" -j "$(nproc)" >"$out/build-$t.log" 2>&1 &&
+		[ -x "$out/tests/fuzz/$t" ]; then
+		cp "$out/tests/fuzz/$t" "$bin"
+		echo "fuzz: built $t with CMake"
+		continue
+	fi
+	echo "fuzz: no CMake $t target (see $out/configure.log); building directly"
+	case $t in
+	fuzz_proto) src=("$root/tests/fuzz/fuzz_proto.c" "$root/proto/proto.c"); inc="$root/proto" ;;
+	fuzz_engine) src=("$root/tests/fuzz/fuzz_engine.c" "$root"/daemon/domain/*.c)
+		inc="$root/daemon/domain" ;;
+	*) echo "fuzz: unknown target $t" >&2; exit 2 ;;
+	esac
 	clang -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-fno-omit-frame-pointer -I"$root/proto" \
-		"$root/tests/fuzz/fuzz_proto.c" "$root/proto/proto.c" -o "$bin"
-fi
+		-fno-omit-frame-pointer -I"$inc" "${src[@]}" -o "$bin"
+done
 
 # ---- run -------------------------------------------------------------------------------
-mkdir -p "$work/corpus" "$out/artifacts"
-cp "$root"/tests/fuzz/corpus/* "$work/corpus/"
-log="$out/fuzz_proto.log"
-echo "fuzz: running fuzz_proto for ${secs}s on $(find "$work/corpus" -type f | wc -l) seeds"
-set +e
-ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
-	"$bin" -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$out/artifacts/" "$@" "$work/corpus" >"$log" 2>&1
-rc=$?
-set -e
+mkdir -p "$out/artifacts"
+status=0
+for t in $targets; do
+	case $t in
+	fuzz_proto) secs=${FUZZ_SECONDS:-60}; seeds="$root/tests/fuzz/corpus" ;;
+	*) secs=${FUZZ_ENGINE_SECONDS:-30}; seeds="$root/tests/fuzz/corpus_engine" ;;
+	esac
+	# Each target mutates its own copy of its own seeds: the formats differ.
+	rm -rf "$work/corpus-$t"
+	mkdir -p "$work/corpus-$t"
+	cp "$seeds"/* "$work/corpus-$t/"
+	log="$out/$t.log"
+	echo "fuzz: running $t for ${secs}s on $(find "$work/corpus-$t" -type f | wc -l) seeds"
+	set +e
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+	UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
+		"$out/$t" -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+		-artifact_prefix="$out/artifacts/$t-" "$@" "$work/corpus-$t" >"$log" 2>&1
+	rc=$?
+	set -e
 
-execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-if [ "$rc" -ne 0 ]; then
-	# Everything but the progress lines: the sanitizer report and the artifact.
-	grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED)' "$log" | tail -n 200
-	echo "fuzz: FAILED (exit $rc) after ${execs:-?} executions; full log: $log"
-	exit "$rc"
-fi
-grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true
-echo "fuzz: ${execs:-?} executions in ${secs}s, ${rate:-?} exec/s, no crash"
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+	if [ "$rc" -ne 0 ]; then
+		# Everything but the progress lines: the sanitizer report and the artifact.
+		grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED)' "$log" | tail -n 200
+		echo "fuzz: $t FAILED (exit $rc) after ${execs:-?} executions; full log: $log"
+		status=$rc
+		continue
+	fi
+	grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true
+	echo "fuzz: $t: ${execs:-?} executions in ${secs}s, ${rate:-?} exec/s, no crash"
+done
+exit "$status"

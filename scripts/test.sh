@@ -84,8 +84,10 @@ run_valgrind() {
 }
 
 run_fuzz() {
-	# The protocol decoder under libFuzzer for a bounded time (FUZZ_SECONDS, default 60).
-	echo "== fuzz: proto decoder for ${FUZZ_SECONDS:-60} s"
+	# Both libFuzzer targets, each for a bounded time: the protocol decoder
+	# (FUZZ_SECONDS, default 60) and the domain engine (FUZZ_ENGINE_SECONDS,
+	# default 30), so about 90 s in all; a crash in either fails the part.
+	echo "== fuzz: proto decoder for ${FUZZ_SECONDS:-60} s, engine for ${FUZZ_ENGINE_SECONDS:-30} s"
 	if "$root/scripts/fuzz.sh"; then
 		passed=$((passed + 1))
 	else
