@@ -386,6 +386,17 @@ static int device_key(struct parse *p, struct cfg_device *d, const char *k, cons
 		if (!parse_bool(v, &b))
 			return BAD(k, v, "yes or no");
 		d->not_pci = !b;
+	} else if (!strcmp(k, "backend")) {
+		if (!strcmp(v, "sim"))
+			d->backend = DEV_BACKEND_SIM;
+		else if (!strcmp(v, "rxe"))
+			d->backend = DEV_BACKEND_RXE;
+		else
+			return BAD(k, v, "sim or rxe");
+	} else if (!strcmp(k, "rdma_device")) {
+		if (!*v || strlen(v) >= CFG_NAME_MAX)
+			return BAD(k, v, "an RDMA device name");
+		strcpy(d->rdma_device, v);
 	} else {
 		return fail(p, -EINVAL, "unknown key '%s' in [device %s]", k, d->name);
 	}
@@ -575,6 +586,17 @@ static int resolve(struct parse *p)
 		}
 		if (!d->dma_mask_bits)
 			d->dma_mask_bits = 64;
+		/* Checked here, not per key: the two keys may come in either order. */
+		if (d->backend == DEV_BACKEND_RXE && !d->rdma_device[0]) {
+			p->line = d->line;
+			return fail(p, -EINVAL, "device %s: backend = rxe needs rdma_device",
+				    d->name);
+		}
+		if (d->backend != DEV_BACKEND_RXE && d->rdma_device[0]) {
+			p->line = d->line;
+			return fail(p, -EINVAL, "device %s: rdma_device needs backend = rxe",
+				    d->name);
+		}
 	}
 	return 0;
 }
@@ -665,5 +687,9 @@ void config_print(const struct config *c, FILE *f)
 		fprintf(f, "\n[device %s]\ndomain = %s\ndma_mask_bits = %u\ntrusted = %s\n"
 			"coherent = %s\npci = %s\n", d->name, d->domain, d->dma_mask_bits,
 			yn(!d->untrusted), yn(!d->non_coherent), yn(!d->not_pci));
+		if (d->backend == DEV_BACKEND_RXE)
+			fprintf(f, "backend = rxe\nrdma_device = %s\n", d->rdma_device);
+		else
+			fprintf(f, "backend = sim\n");
 	}
 }

@@ -31,6 +31,9 @@ struct cfg_domain {
 	unsigned int line;
 };
 
+/* What moves a device's DMA: the domain engine, or real RDMA through an rxe device. */
+enum dev_backend { DEV_BACKEND_SIM = 0, DEV_BACKEND_RXE = 1 };
+
 struct cfg_device {
 	char name[CFG_NAME_MAX];
 	char domain[CFG_NAME_MAX];  /* empty: a domain of its own, with defaults */
@@ -38,6 +41,8 @@ struct cfg_device {
 	bool untrusted;
 	bool non_coherent;
 	bool not_pci;
+	enum dev_backend backend;
+	char rdma_device[CFG_NAME_MAX]; /* backend rxe: the verbs device, e.g. rxe0 */
 	unsigned int line;
 };
 

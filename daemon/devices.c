@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "internal.h"
+#include "rxe.h"
 
 struct fq_timer_arg {
 	struct dev_table *t;
@@ -146,6 +147,15 @@ int devices_init(struct dev_table *t, struct event_base *base, const struct conf
 		e->dom_index = d;
 		e->dom = t->doms[d];
 		e->flags = flags_of(&cfg->doms[d].dom, cv);
+		if (cv->backend == DEV_BACKEND_RXE) {
+			char why[256];
+
+			r = rxe_open(cv->rdma_device, &e->rxe, why, sizeof(why));
+			if (r) {
+				snprintf(err, errlen, "device %s (backend rxe): %s", cv->name, why);
+				goto err;
+			}
+		}
 	}
 	return 0;
 err:
@@ -155,8 +165,11 @@ err:
 
 void devices_fini(struct dev_table *t)
 {
-	for (uint32_t i = 0; i < t->ndevs; i++)
+	for (uint32_t i = 0; i < t->ndevs; i++) {
+		/* Sessions are gone: every MR on it was deregistered with its state. */
+		rxe_close(t->devs[i].rxe);
 		dom_device_destroy(t->devs[i].dev);
+	}
 	for (uint32_t i = 0; t->fq_timers && i < t->ndoms; i++) {
 		if (t->fq_timers[i]) {
 			free(event_get_callback_arg(t->fq_timers[i]));

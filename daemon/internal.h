@@ -5,6 +5,7 @@
  *   main.c     options, start-up in order, signals, shut-down in reverse
  *   log.c      stderr with sd-daemon <N> priority prefixes
  *   devices.c  the device table: domains and devices of the domain engine
+ *   rxe.c      the rxe backend's verbs: MRs at IOVAs, DMA as RDMA READ/WRITE
  *   server.c   listening sockets (own and socket-activated), connections,
  *              framing, backpressure; the epoll transport (libevent)
  *   uring.c    the io_uring transport (batched recvmsg/sendmsg)
@@ -35,6 +36,7 @@ struct event;
 struct evbuffer;
 struct bufferevent;
 struct evconnlistener;
+struct rxe_dev;
 
 /* ---- log.c --------------------------------------------------------------- */
 
@@ -58,6 +60,7 @@ struct dev_entry {
 	uint32_t flags;          /* PROTO_DEV_* */
 	struct dom_device *dev;
 	struct dom_domain *dom;
+	struct rxe_dev *rxe;     /* backend = rxe: DMA is RDMA through it; NULL: the engine's */
 };
 
 struct dev_table {

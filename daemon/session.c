@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "rxe.h"
 #include "session.h"
 
 /* The structures are in session.h, shared with odp_svc.c. */
@@ -391,7 +392,7 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 }
 
 static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, uint64_t size,
-			uint64_t phys, struct sess_mem *m)
+			uint64_t phys, struct sess_mem *m, uint8_t dir)
 {
 	if (ss->nlinks == ss->cap) {
 		uint32_t cap = ss->cap ? ss->cap * 2 : 4;
@@ -402,19 +403,173 @@ static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, 
 		ss->links = n;
 		ss->cap = cap;
 	}
-	ss->links[ss->nlinks++] = (struct link_rec){ off, size, phys, m };
+	ss->links[ss->nlinks++] = (struct link_rec){ off, size, phys, m, dir, LINK_MR_NONE };
 	ss->linked += size;
 	s->nlinks++;
 	m->pins++;
 	return 0;
 }
 
+/* ==== rxe backend: link records as verbs MRs ================================================= */
+
+/* The rxe device a state's MRs live on (its PD), or NULL on a sim device. */
+static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss)
+{
+	return s->srv->devices.devs[ss->dev].rxe;
+}
+
+static unsigned int dir_acc(uint8_t dir)
+{
+	switch (dir) {
+	case DMA_TO_DEVICE:
+		return RXE_ACC_READ;
+	case DMA_FROM_DEVICE:
+		return RXE_ACC_WRITE;
+	default:
+		return RXE_ACC_READ | RXE_ACC_WRITE;
+	}
+}
+
+static int link_off_cmp(const void *a, const void *b)
+{
+	const struct link_rec *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Is this record to be registered now? */
+static bool mr_wanted(const struct link_rec *l, uint64_t lo, uint64_t hi, bool pending_only)
+{
+	if (l->mr == LINK_MR_REG || l->off < lo || l->off + l->size > hi)
+		return false;
+	return !pending_only || l->mr == LINK_MR_PENDING;
+}
+
+/*
+ * Register the link records inside [lo, hi) that have no MR yet (with
+ * pending_only, only those whose MR an unlink took away), one MR per run of
+ * records adjacent in IOVA, in the same memory object with contiguous phys,
+ * and of the same direction: as few MRs as the access rights allow. The
+ * memory is the daemon's own mapping of the client's memfd, which stays
+ * mapped while a link record pins it.
+ * Return: 0, or the first failure's -errno (the records it left out have no
+ * MR, so the device faults there, and a later sync tries them again).
+ */
+static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi,
+			bool pending_only)
+{
+	struct rxe_dev *rxe = state_rxe(s, ss);
+	int ret = 0;
+
+	qsort(ss->links, ss->nlinks, sizeof(*ss->links), link_off_cmp);
+	for (uint32_t i = 0, j; i < ss->nlinks; i = j) {
+		struct link_rec *l = &ss->links[i];
+		uint64_t end = l->off + l->size, pend = l->phys + l->size;
+		struct pmem_obj *o = l->mem->obj;
+		struct rxe_mr *mr;
+		int r;
+
+		j = i + 1;
+		if (!mr_wanted(l, lo, hi, pending_only))
+			continue;
+		for (; j < ss->nlinks; j++) {
+			const struct link_rec *n = &ss->links[j];
+
+			if (!mr_wanted(n, lo, hi, pending_only) || n->off != end ||
+			    n->mem != l->mem || n->phys != pend || n->dir != l->dir)
+				break;
+			end += n->size;
+			pend += n->size;
+		}
+		if (ss->nmrs == ss->mrcap) {
+			uint32_t cap = ss->mrcap ? ss->mrcap * 2 : 4;
+			struct sess_mr *m = realloc(ss->mrs, cap * sizeof(*m));
+
+			if (!m)
+				return -ENOMEM;
+			ss->mrs = m;
+			ss->mrcap = cap;
+		}
+		r = rxe_mr_reg(rxe, o->va + (l->phys - o->phys), end - l->off,
+			       ss->st.addr + l->off, dir_acc(l->dir), &mr);
+		if (r) {
+			log_warn("session %" PRIu64 ": %s: cannot register IOVA %#" PRIx64
+				 " + %#" PRIx64 ": %s", s->id, rxe_name(rxe), ss->st.addr + l->off,
+				 end - l->off, strerror(-r));
+			if (!ret)
+				ret = r;
+			continue;
+		}
+		ss->mrs[ss->nmrs++] = (struct sess_mr){ l->off, end - l->off, mr };
+		for (uint32_t k = i; k < j; k++)
+			ss->links[k].mr = LINK_MR_REG;
+	}
+	return ret;
+}
+
+/*
+ * Deregister the MRs that intersect [lo, hi); their records become PENDING.
+ * Return in [*rlo, *rhi) what they covered (empty if none), for re-registering
+ * what stays linked there.
+ */
+static void mrs_drop(struct sess_state *ss, uint64_t lo, uint64_t hi, uint64_t *rlo,
+		     uint64_t *rhi)
+{
+	*rlo = UINT64_MAX;
+	*rhi = 0;
+	for (uint32_t i = 0; i < ss->nmrs;) {
+		struct sess_mr *m = &ss->mrs[i];
+
+		if (m->off + m->size <= lo || m->off >= hi) {
+			i++;
+			continue;
+		}
+		for (uint32_t k = 0; k < ss->nlinks; k++) {
+			struct link_rec *l = &ss->links[k];
+
+			if (l->off >= m->off && l->off < m->off + m->size)
+				l->mr = LINK_MR_PENDING;
+		}
+		*rlo = m->off < *rlo ? m->off : *rlo;
+		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
+		rxe_mr_dereg(m->mr);
+		*m = ss->mrs[--ss->nmrs];
+	}
+}
+
+/* The MR that holds offset off of the state, or NULL. */
+static const struct sess_mr *mr_at(const struct sess_state *ss, uint64_t off)
+{
+	for (uint32_t i = 0; i < ss->nmrs; i++)
+		if (off >= ss->mrs[i].off && off - ss->mrs[i].off < ss->mrs[i].size)
+			return &ss->mrs[i];
+	return NULL;
+}
+
+static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi);
+
 /*
  * Forget the link records inside IOVA [lo, hi) (offsets from the state's
  * addr, already widened to the granules the engine unmapped); records that
- * straddle an edge keep their outside parts.
+ * straddle an edge keep their outside parts. On an rxe device the MRs that
+ * intersect the window go first (the device must not reach unlinked memory),
+ * and what remains linked of them is registered again.
  */
 static void link_rec_trim(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi)
+{
+	uint64_t rlo, rhi;
+
+	if (!ss->nmrs) {
+		link_rec_forget(s, ss, lo, hi);
+		return;
+	}
+	mrs_drop(ss, lo, hi, &rlo, &rhi);
+	link_rec_forget(s, ss, lo, hi);
+	if (rlo < rhi)
+		(void)mrs_register(s, ss, rlo, rhi, true);
+}
+
+static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi)
 {
 	for (uint32_t i = 0; i < ss->nlinks;) {
 		struct link_rec *l = &ss->links[i];
@@ -426,13 +581,17 @@ static void link_rec_trim(struct session *s, struct sess_state *ss, uint64_t lo,
 		}
 		if (l->off < lo && end > hi) {
 			/* Split: a hole punched in the middle. */
-			struct link_rec tail = { hi, end - hi, l->phys + (hi - l->off), l->mem };
+			struct link_rec tail = { hi, end - hi, l->phys + (hi - l->off), l->mem,
+						 l->dir, l->mr };
 
 			ss->linked -= l->size;
 			l->size = lo - l->off;
 			ss->linked += l->size;
-			if (link_rec_add(s, ss, tail.off, tail.size, tail.phys, tail.mem) == 0)
+			if (link_rec_add(s, ss, tail.off, tail.size, tail.phys, tail.mem,
+					 tail.dir) == 0) {
+				ss->links[ss->nlinks - 1].mr = tail.mr;
 				i++;
+			}
 			continue;
 		}
 		if (l->off < lo) {
@@ -461,6 +620,7 @@ static void state_remove(struct session *s, struct sess_state *ss)
 {
 	link_rec_trim(s, ss, 0, UINT64_MAX);
 	free(ss->links);
+	free(ss->mrs);
 	s->last = NULL; /* elements move */
 	svec_remove(&s->states, ss);
 }
@@ -493,7 +653,7 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 	r = dma_iova_link(e->dev, &ss->st, op->phys, op->offset, op->size, op->dir, op->attrs);
 	if (r)
 		return r;
-	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m)) {
+	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m, (uint8_t)op->dir)) {
 		(void)dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
 		return -ENOMEM;
 	}
@@ -559,10 +719,15 @@ static int op_free(struct session *s, struct dev_entry *e, const struct proto_op
 static int op_sync(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
+	int r;
 
 	if (!ss)
 		return -ENOENT;
-	return dma_iova_sync(e->dev, &ss->st, op->offset, op->size);
+	r = dma_iova_sync(e->dev, &ss->st, op->offset, op->size);
+	/* rxe: what the sync made visible becomes MRs, the whole batch at once. */
+	if (!r && state_rxe(s, ss))
+		r = mrs_register(s, ss, op->offset, op->offset + op->size, false);
+	return r;
 }
 
 /* ==== streaming mappings ========================================================== */
@@ -709,6 +874,46 @@ static bool dma_allowed(struct session *s, const struct dev_entry *e, uint64_t i
 	       odp_dma_allowed(s, e, iova, len);
 }
 
+/*
+ * A device access on an rxe device: RDMA through the MRs of the client's
+ * states, split where the MR changes. Where no MR holds the IOVA (not
+ * linked, not synced, unlinked, another client's) the access goes out with
+ * an rkey no MR has, so rxe itself refuses it; that is the fault.
+ */
+static int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova,
+		       uint8_t *buf, uint64_t len, bool write, struct dom_fault *f)
+{
+	while (len) {
+		struct sess_state *ss = svec_containing(&s->states, e->dom_index, iova, 1,
+							offsetof(struct sess_state, span));
+		uint32_t rkey = RXE_RKEY_INVALID;
+		uint64_t n = len;
+		int r;
+
+		if (ss && state_rxe(s, ss) == e->rxe && iova >= ss->st.addr) {
+			const struct sess_mr *m = mr_at(ss, iova - ss->st.addr);
+
+			if (m) {
+				uint64_t left = m->off + m->size - (iova - ss->st.addr);
+
+				rkey = rxe_mr_rkey(m->mr);
+				n = len < left ? len : left;
+			}
+		}
+		r = rxe_dma(e->rxe, iova, rkey, buf, n, write);
+		if (r == -EFAULT)
+			*f = (struct dom_fault){ .iova = iova, .reason = DOM_FAULT_NOT_PRESENT,
+						 .access = write ? DOM_ACCESS_WRITE :
+								   DOM_ACCESS_READ };
+		if (r)
+			return r;
+		iova += n;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
 static int handle_dma(struct session *s, const struct proto_req *req)
 {
 	const struct proto_dma *d = &req->u.dma;
@@ -732,13 +937,17 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 		r = -EFAULT;
 		f = (struct dom_fault){ .iova = d->iova, .reason = DOM_FAULT_NOT_PRESENT,
 					.access = rd ? DOM_ACCESS_READ : DOM_ACCESS_WRITE };
+	} else if (e->rxe) {
+		/* rxe_dma only reads buf for a write: the request's bytes stay as they are. */
+		r = rxe_dev_dma(s, e, d->iova, rd ? data : (uint8_t *)(uintptr_t)req->data, d->len,
+				!rd, &f);
 	} else if (rd) {
 		r = dom_dev_dma_read(e->dev, d->iova, data, d->len, &f);
 	} else {
 		r = dom_dev_dma_write(e->dev, d->iova, req->data, d->len, &f);
 	}
 	/* A fault inside an ODP region goes to the fault service; the reply comes later. */
-	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && odp_dma_fault(s, e, req, &f))
+	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && !e->rxe && odp_dma_fault(s, e, req, &f))
 		return 0;
 	rpy.st.status = r;
 	if (r == -EFAULT)

@@ -18,11 +18,23 @@ struct sess_mem {
 	uint64_t implicit_off;  /* where implicit ODP regions see byte 0 */
 };
 
+/* A link record's MR on an rxe device (link_rec.mr). */
+enum { LINK_MR_NONE = 0, LINK_MR_REG, LINK_MR_PENDING /* its MR went, re-register it */ };
+
 struct link_rec {
 	uint64_t off;           /* from the state's addr */
 	uint64_t size;
 	uint64_t phys;
 	struct sess_mem *mem;
+	uint8_t dir;            /* enum dma_data_direction: the MR's remote access */
+	uint8_t mr;             /* LINK_MR_*; always NONE on a sim device */
+};
+
+/* rxe backend: one MR over a run of link records, [off, off + size) from the state's addr. */
+struct sess_mr {
+	uint64_t off;
+	uint64_t size;
+	struct rxe_mr *mr;
 };
 
 struct sess_state {
@@ -34,6 +46,8 @@ struct sess_state {
 	uint64_t linked;        /* bytes in link records */
 	struct link_rec *links;
 	uint32_t nlinks, cap;
+	struct sess_mr *mrs;    /* rxe backend: the synced records' MRs, unordered */
+	uint32_t nmrs, mrcap;
 };
 
 struct sess_map {

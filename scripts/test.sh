@@ -5,8 +5,10 @@
 #                              both (unit and integration, the latter on both
 #                              I/O backends), the unit tests again under
 #                              valgrind, a bounded libFuzzer run, and the
-#                              systemd units checked offline, and rxe_check
-#                              on soft-RoCE in a qemu guest (tests/rxe)
+#                              systemd units checked offline, and the rxe
+#                              checks on soft-RoCE in a qemu guest (tests/rxe:
+#                              the verbs facts, the daemon's verbs module, and
+#                              the daemon with an rxe-backed device)
 #   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units, rxe)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
@@ -122,10 +124,10 @@ run_bench() {
 }
 
 run_rxe() {
-	# rxe_check on real verbs: soft-RoCE in a qemu guest (tests/rxe). One check.
+	# Real verbs: soft-RoCE in a qemu guest (tests/rxe/run.sh). One check.
 	# A VM that cannot start fails the part: there is no silent skip.
 	local rc
-	echo "== rxe: rxe_check in a qemu guest (tests/rxe/run.sh)"
+	echo "== rxe: rxe_check, rxe_module_test, the daemon on rxe0 (tests/rxe/run.sh)"
 	"$root/tests/rxe/run.sh"
 	rc=$?
 	if [ "$rc" -eq 0 ]; then

@@ -87,8 +87,10 @@ Test(config, every_key)
 			  "swiotlb = 1M\nmax_table_bytes = 1M\n"
 			  "[device a]\ndomain = shared\ndma_mask_bits = 40\ntrusted = no\n"
 			  "coherent = no\npci = no\n"
+			  "backend = sim\n"
 			  "[device b]\ndomain = shared\n"
-			  "[device alone]\ndma_mask_bits = 64\n", &c, err, sizeof(err)), 0, "%s", err);
+			  "[device alone]\ndma_mask_bits = 64\nrdma_device = rxe0\nbackend = rxe\n",
+			  &c, err, sizeof(err)), 0, "%s", err);
 	cr_assert_str_eq(c.socket, "/tmp/x.sock");
 	cr_assert_eq(c.io, IO_EPOLL);
 	cr_assert_eq(c.log_level, LOG_DEBUG_);
@@ -130,6 +132,11 @@ Test(config, every_key)
 	cr_assert_str_eq(c.devs[1].domain, "shared");
 	cr_assert_eq(c.devs[1].dma_mask_bits, 64, "default mask");
 	cr_assert_str_eq(c.devs[2].domain, "alone");
+	cr_assert_eq(c.devs[0].backend, DEV_BACKEND_SIM);
+	cr_assert_eq(c.devs[1].backend, DEV_BACKEND_SIM, "the default");
+	cr_assert_str_eq(c.devs[1].rdma_device, "");
+	cr_assert_eq(c.devs[2].backend, DEV_BACKEND_RXE);
+	cr_assert_str_eq(c.devs[2].rdma_device, "rxe0", "either order of the two keys");
 }
 
 Test(config, limits_only_keeps_the_default_devices)
@@ -163,6 +170,10 @@ Test(config, errors_name_the_file_and_the_line)
 		     "no domain named 'e'");
 	expect_error("[daemon]\nthis line has no equals sign\n", 2, "syntax error");
 	expect_error("[device bad name!]\ndomain = x\n", 2, "bad device name");
+	expect_error("[device x]\nbackend = fpga\n", 2, "sim or rxe");
+	expect_error("[device x]\nrdma_device = \n", 2, "bad value");
+	expect_error("[device x]\n\nbackend = rxe\n", 3, "backend = rxe needs rdma_device");
+	expect_error("[device x]\nrdma_device = rxe0\n", 2, "rdma_device needs backend = rxe");
 }
 
 Test(config, missing_file_is_an_error)
@@ -182,7 +193,8 @@ Test(config, the_printed_configuration_parses_back_the_same)
 	FILE *f;
 
 	cr_assert_eq(load("[limits]\nmax_maps = 99\n[domain g]\ngranule = 64K\nflush = lazy\n"
-			  "[device p]\ndomain = g\ntrusted = no\n[device q]\ndomain = g\n"
+			  "[device p]\ndomain = g\ntrusted = no\n[device q]\ndomain = g\nbackend = rxe\n"
+			  "rdma_device = rxe7\n"
 			  "[domain i]\ntype = identity\n[device r]\ndomain = i\n", &a, err,
 			  sizeof(err)), 0, "%s", err);
 	f = open_memstream(&text, &len);
@@ -196,6 +208,8 @@ Test(config, the_printed_configuration_parses_back_the_same)
 		cr_assert_str_eq(a.devs[i].name, b.devs[i].name);
 		cr_assert_str_eq(a.devs[i].domain, b.devs[i].domain);
 		cr_assert_eq(a.devs[i].untrusted, b.devs[i].untrusted);
+		cr_assert_eq(a.devs[i].backend, b.devs[i].backend);
+		cr_assert_str_eq(a.devs[i].rdma_device, b.devs[i].rdma_device);
 	}
 	for (unsigned int i = 0; i < a.ndoms; i++) {
 		cr_assert_eq(a.doms[i].dom.type, b.doms[i].dom.type);

@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: MIT
+/*
+ * rxe.c - device DMA as real RDMA on a verbs device (soft-RoCE), see rxe.h.
+ *
+ * The daemon plays both ends of one RC connection: QP "req" posts RDMA READs
+ * and WRITEs, QP "resp" is its peer and owns no work requests, so the only
+ * completions on the shared CQ are req's. A remote access error puts both
+ * QPs in ERR (measured by tests/rxe/rxe_check.c); they are recovered at once,
+ * RESET -> INIT -> RTR -> RTS, so the next access works.
+ *
+ * Facts about rxe on Linux 6.1 that shape this (PLATFORM-NOTES.md): no ODP,
+ * ibv_reg_mr_iova2 works, and a PD cannot be shared across processes, so the
+ * MRs and the QPs must live in one process: this one.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <infiniband/verbs.h>
+
+#include "rxe.h"
+
+#define SPIN_POLLS 20000        /* busy polls before sleeping between polls */
+#define SLEEP_NS 50000          /* then poll every 50 us */
+
+struct rxe_dev {
+	char name[IBV_SYSFS_NAME_MAX];
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	struct ibv_cq *cq;
+	struct ibv_qp *req, *resp;
+	struct ibv_mr *bounce_mr;
+	void *bounce;
+	union ibv_gid gid;
+	int gidx;
+	enum ibv_mtu mtu;
+};
+
+struct rxe_mr {
+	struct ibv_mr *mr;
+};
+
+/*
+ * The GID to talk to ourselves through: RoCEv2 (UDP, routable) and carrying
+ * an IPv4 address (::ffff:a.b.c.d), as rxe creates one for the netdev's
+ * address. An IPv6 link-local one would do too but may come later (DAD).
+ */
+static int find_gid(struct rxe_dev *d, int tbl_len)
+{
+	int fallback = -1;
+
+	for (int i = 0; i < tbl_len; i++) {
+		struct ibv_gid_entry e;
+
+		if (ibv_query_gid_ex(d->ctx, 1, (uint32_t)i, &e, 0))
+			continue;
+		if (e.gid_type != IBV_GID_TYPE_ROCE_V2)
+			continue;
+		if (!memcmp(e.gid.raw, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) {
+			d->gid = e.gid;
+			return i;
+		}
+		if (fallback < 0) {
+			d->gid = e.gid;
+			fallback = i;
+		}
+	}
+	return fallback;
+}
+
+/* One QP from RESET to RTS, connected to QP number dqpn at our own GID. */
+static int qp_to_rts(struct rxe_dev *d, struct ibv_qp *qp, uint32_t dqpn)
+{
+	struct ibv_qp_attr a;
+	int r;
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_INIT;
+	a.port_num = 1;
+	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+			    IBV_ACCESS_REMOTE_READ;
+	r = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+			  IBV_QP_ACCESS_FLAGS);
+	if (r)
+		return -r;
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTR;
+	a.path_mtu = d->mtu;
+	a.dest_qp_num = dqpn;
+	a.max_dest_rd_atomic = 1;
+	a.min_rnr_timer = 12;
+	a.ah_attr.is_global = 1;
+	a.ah_attr.grh.dgid = d->gid;
+	a.ah_attr.grh.sgid_index = (uint8_t)d->gidx;
+	a.ah_attr.grh.hop_limit = 1;
+	a.ah_attr.port_num = 1;
+	r = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+			  IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+	if (r)
+		return -r;
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTS;
+	a.timeout = 14;
+	a.retry_cnt = 7;
+	a.rnr_retry = 7;
+	a.max_rd_atomic = 1;
+	r = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+			  IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
+	return -r;
+}
+
+/*
+ * Both QPs to RESET (which drops whatever they held), drain the CQ of the
+ * flushed completions, and reconnect. Used after an error completion, which
+ * leaves both in ERR, and after a timeout, so a late completion cannot land
+ * in the bounce buffer under the next access.
+ */
+static int recover(struct rxe_dev *d)
+{
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_RESET };
+	struct ibv_wc wc;
+	int r;
+
+	r = ibv_modify_qp(d->req, &a, IBV_QP_STATE);
+	if (!r)
+		r = ibv_modify_qp(d->resp, &a, IBV_QP_STATE);
+	if (r)
+		return -r;
+	while (ibv_poll_cq(d->cq, 1, &wc) > 0)
+		;
+	r = qp_to_rts(d, d->req, d->resp->qp_num);
+	return r ? r : qp_to_rts(d, d->resp, d->req->qp_num);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Wait for the one outstanding completion. rxe completes in a kernel thread
+ * (or inline), usually within microseconds: spin first, as a sleep costs a
+ * wake-up; then poll with short sleeps so a stuck op cannot spin a core.
+ * Return: 0 and *wc; -ETIMEDOUT; -EIO if polling failed.
+ */
+static int wait_one(struct rxe_dev *d, struct ibv_wc *wc)
+{
+	const struct timespec nap = { .tv_nsec = SLEEP_NS };
+	uint64_t end = 0;
+	int n;
+
+	for (unsigned int spins = 0;; spins++) {
+		n = ibv_poll_cq(d->cq, 1, wc);
+		if (n)
+			return n == 1 ? 0 : -EIO;
+		if (spins < SPIN_POLLS)
+			continue;
+		if (!end)
+			end = mono_ns() + (uint64_t)RXE_POLL_TIMEOUT_MS * 1000000u;
+		else if (mono_ns() > end)
+			return -ETIMEDOUT;
+		nanosleep(&nap, NULL);
+	}
+}
+
+int rxe_open(const char *name, struct rxe_dev **ret, char *err, size_t errlen)
+{
+	struct ibv_qp_init_attr qa;
+	struct ibv_port_attr port;
+	struct ibv_device **list;
+	struct ibv_device *dev = NULL;
+	struct rxe_dev *d;
+	int n = 0, r;
+
+	*ret = NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		snprintf(err, errlen, "rdma device %s: out of memory", name);
+		return -ENOMEM;
+	}
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	errno = 0;
+	list = ibv_get_device_list(&n);
+	if (!list) {
+		r = errno ? -errno : -ENODEV;
+		snprintf(err, errlen, "rdma device %s: cannot list RDMA devices: %s", name,
+			 strerror(-r));
+		goto fail;
+	}
+	for (int i = 0; i < n && !dev; i++)
+		if (!strcmp(ibv_get_device_name(list[i]), name))
+			dev = list[i];
+	if (!dev) {
+		r = -ENODEV;
+		snprintf(err, errlen, "rdma device %s: not found (%d RDMA device(s))", name, n);
+		ibv_free_device_list(list);
+		goto fail;
+	}
+	errno = 0;
+	d->ctx = ibv_open_device(dev);
+	ibv_free_device_list(list);
+	if (!d->ctx) {
+		r = errno ? -errno : -ENODEV;
+		snprintf(err, errlen, "rdma device %s: ibv_open_device: %s", name, strerror(-r));
+		goto fail;
+	}
+	r = -ibv_query_port(d->ctx, 1, &port);
+	if (r || port.state != IBV_PORT_ACTIVE) {
+		r = r ? r : -ENETDOWN;
+		snprintf(err, errlen, "rdma device %s: port 1 is not active (%s)", name,
+			 r == -ENETDOWN ? ibv_port_state_str(port.state) : strerror(-r));
+		goto fail;
+	}
+	d->mtu = port.active_mtu;
+	d->gidx = find_gid(d, port.gid_tbl_len);
+	if (d->gidx < 0) {
+		r = -EADDRNOTAVAIL;
+		snprintf(err, errlen, "rdma device %s: no RoCEv2 GID on port 1", name);
+		goto fail;
+	}
+
+	errno = 0;
+	d->pd = ibv_alloc_pd(d->ctx);
+	d->cq = d->pd ? ibv_create_cq(d->ctx, 16, NULL, NULL, 0) : NULL;
+	if (!d->pd || !d->cq) {
+		r = errno ? -errno : -ENOMEM;
+		snprintf(err, errlen, "rdma device %s: cannot create a %s: %s", name,
+			 d->pd ? "CQ" : "PD", strerror(-r));
+		goto fail;
+	}
+	d->bounce = aligned_alloc(4096, RXE_BOUNCE_SIZE);
+	if (!d->bounce) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "rdma device %s: out of memory", name);
+		goto fail;
+	}
+	memset(d->bounce, 0, RXE_BOUNCE_SIZE);
+	errno = 0;
+	d->bounce_mr = ibv_reg_mr(d->pd, d->bounce, RXE_BOUNCE_SIZE, IBV_ACCESS_LOCAL_WRITE);
+	if (!d->bounce_mr) {
+		r = errno ? -errno : -ENOMEM;
+		snprintf(err, errlen, "rdma device %s: cannot register the bounce buffer: %s",
+			 name, strerror(-r));
+		goto fail;
+	}
+
+	memset(&qa, 0, sizeof(qa));
+	qa.qp_type = IBV_QPT_RC;
+	qa.cap.max_send_wr = qa.cap.max_recv_wr = 4;
+	qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
+	qa.send_cq = qa.recv_cq = d->cq;
+	errno = 0;
+	d->req = ibv_create_qp(d->pd, &qa);
+	d->resp = d->req ? ibv_create_qp(d->pd, &qa) : NULL;
+	if (!d->req || !d->resp) {
+		r = errno ? -errno : -ENOMEM;
+		snprintf(err, errlen, "rdma device %s: cannot create a QP: %s", name,
+			 strerror(-r));
+		goto fail;
+	}
+	r = qp_to_rts(d, d->req, d->resp->qp_num);
+	if (!r)
+		r = qp_to_rts(d, d->resp, d->req->qp_num);
+	if (r) {
+		snprintf(err, errlen, "rdma device %s: cannot connect the loopback QPs (GID %d): %s",
+			 name, d->gidx, strerror(-r));
+		goto fail;
+	}
+	*ret = d;
+	return 0;
+fail:
+	rxe_close(d);
+	return r;
+}
+
+void rxe_close(struct rxe_dev *d)
+{
+	if (!d)
+		return;
+	if (d->req)
+		ibv_destroy_qp(d->req);
+	if (d->resp)
+		ibv_destroy_qp(d->resp);
+	if (d->cq)
+		ibv_destroy_cq(d->cq);
+	if (d->bounce_mr)
+		ibv_dereg_mr(d->bounce_mr);
+	if (d->pd)
+		ibv_dealloc_pd(d->pd);
+	if (d->ctx)
+		ibv_close_device(d->ctx);
+	free(d->bounce);
+	free(d);
+}
+
+const char *rxe_name(const struct rxe_dev *d)
+{
+	return d->name;
+}
+
+int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+	       struct rxe_mr **ret)
+{
+	int flags = IBV_ACCESS_LOCAL_WRITE;
+	struct rxe_mr *m;
+
+	*ret = NULL;
+	if (!len || (acc & ~(RXE_ACC_READ | RXE_ACC_WRITE)))
+		return -EINVAL;
+	if (acc & RXE_ACC_READ)
+		flags |= IBV_ACCESS_REMOTE_READ;
+	if (acc & RXE_ACC_WRITE)
+		flags |= IBV_ACCESS_REMOTE_WRITE;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	errno = 0;
+	m->mr = ibv_reg_mr_iova2(d->pd, va, len, iova, (unsigned int)flags);
+	if (!m->mr) {
+		int r = errno ? -errno : -ENOMEM;
+
+		free(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+uint32_t rxe_mr_rkey(const struct rxe_mr *mr)
+{
+	return mr->mr->rkey;
+}
+
+void rxe_mr_dereg(struct rxe_mr *mr)
+{
+	if (!mr)
+		return;
+	/* Fails only on a busy MR (a bound MW) or a dead device: nothing to retry. */
+	ibv_dereg_mr(mr->mr);
+	free(mr);
+}
+
+/* One RDMA op of len <= RXE_BOUNCE_SIZE between the bounce buffer and (iova, rkey). */
+static int rdma_one(struct rxe_dev *d, uint64_t iova, uint32_t rkey, uint32_t len, bool write)
+{
+	struct ibv_sge sge = {
+		.addr = (uintptr_t)d->bounce, .length = len, .lkey = d->bounce_mr->lkey,
+	};
+	struct ibv_send_wr wr, *bad;
+	struct ibv_wc wc;
+	int r;
+
+	memset(&wr, 0, sizeof(wr));
+	wr.opcode = write ? IBV_WR_RDMA_WRITE : IBV_WR_RDMA_READ;
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	wr.wr.rdma.remote_addr = iova;
+	wr.wr.rdma.rkey = rkey;
+	r = ibv_post_send(d->req, &wr, &bad);
+	if (r) {
+		/* A QP left in ERR by something unexpected: one recovery, one retry. */
+		if (recover(d) || ibv_post_send(d->req, &wr, &bad))
+			return -EIO;
+	}
+	r = wait_one(d, &wc);
+	if (r) {
+		recover(d);
+		return r;
+	}
+	if (wc.status == IBV_WC_SUCCESS)
+		return 0;
+	/* Any error completion leaves the QPs in ERR: recover before answering. */
+	r = recover(d);
+	if (wc.status == IBV_WC_REM_ACCESS_ERR)
+		return r ? -EIO : -EFAULT;
+	return -EIO;
+}
+
+int rxe_dma(struct rxe_dev *d, uint64_t iova, uint32_t rkey, void *buf, size_t len, bool write)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		uint32_t n = len < RXE_BOUNCE_SIZE ? (uint32_t)len : RXE_BOUNCE_SIZE;
+		int r;
+
+		if (write)
+			memcpy(d->bounce, p, n);
+		r = rdma_one(d, iova, rkey, n, write);
+		if (r)
+			return r;
+		if (!write)
+			memcpy(p, d->bounce, n);
+		p += n;
+		iova += n;
+		len -= n;
+	}
+	return 0;
+}

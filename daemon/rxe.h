@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rxe.h - a small verbs module: one RDMA device (soft-RoCE in practice), its
+ * memory regions at chosen IOVAs, and device DMA done as real RDMA READ and
+ * WRITE over a loopback RC QP pair that the daemon owns.
+ *
+ * It knows nothing of sessions or domains: the caller decides which memory is
+ * registered at which IOVA, and which rkey an access uses. Everything here is
+ * synchronous and meant for the daemon's single loop thread.
+ */
+#ifndef IOVAD_DAEMON_RXE_H
+#define IOVAD_DAEMON_RXE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RXE_BOUNCE_SIZE (256u * 1024u)  /* one RDMA op moves at most this */
+#define RXE_POLL_TIMEOUT_MS 5000        /* a completion later than this: -ETIMEDOUT */
+#define RXE_RKEY_INVALID 0xffffffffu    /* no MR has it: rxe answers a remote access error */
+
+/* What the device may do to an MR's memory (a link's direction). */
+#define RXE_ACC_READ  (1u << 0)         /* the device reads it: RDMA READ */
+#define RXE_ACC_WRITE (1u << 1)         /* the device writes it: RDMA WRITE */
+
+struct rxe_dev;
+struct rxe_mr;
+
+/*
+ * rxe_open - open RDMA device NAME (e.g. "rxe0"): context, PD, CQ, a bounce
+ * buffer and a loopback RC QP pair connected through the port's RoCEv2 GID.
+ * Return: 0 and *ret, or -errno with a message in err.
+ */
+int rxe_open(const char *name, struct rxe_dev **ret, char *err, size_t errlen);
+/* Every MR of the device must be deregistered first. NULL-safe. */
+void rxe_close(struct rxe_dev *d);
+const char *rxe_name(const struct rxe_dev *d);
+
+/*
+ * rxe_mr_reg - register [va, va + len) so that RDMA reaches it at
+ * [iova, iova + len), with the remote access ACC (RXE_ACC_*).
+ * Return: 0 and *ret, or -errno (-EINVAL, -ENOMEM, or what the kernel said).
+ */
+int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+	       struct rxe_mr **ret);
+uint32_t rxe_mr_rkey(const struct rxe_mr *mr);
+/* NULL-safe. */
+void rxe_mr_dereg(struct rxe_mr *mr);
+
+/*
+ * rxe_dma - move len bytes between buf and (iova, rkey): WRITE copies buf to
+ * the remote side (a device write to memory), otherwise buf receives what is
+ * there (a device read). Done through the bounce buffer, RXE_BOUNCE_SIZE at a
+ * time; on a failure part of a write may have landed.
+ * Return: 0; -EFAULT when rxe refused the access (IBV_WC_REM_ACCESS_ERR, the
+ * QPs recovered since); -ETIMEDOUT when no completion came; -EIO otherwise.
+ */
+int rxe_dma(struct rxe_dev *d, uint64_t iova, uint32_t rkey, void *buf, size_t len, bool write);
+
+#endif /* IOVAD_DAEMON_RXE_H */
