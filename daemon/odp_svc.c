@@ -23,6 +23,11 @@
  * the fault is raised again rather than mapped (the kernel's
  * mmu_interval_read_retry, stretched over a round trip to the client).
  *
+ * On an rxe device (no ODP in rxe) the same service is the emulation: the
+ * access is an RDMA operation with the rkey of the region's MR at the IOVA,
+ * a remote access error parks it as a fault would, and what the service
+ * maps becomes MRs before the retry (see odp_mrs_sync).
+ *
  * Bounds: a client has at most lim.max_inflight accesses parked; beyond
  * that its connection stops being read until some are answered.
  */
@@ -34,6 +39,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "rxe.h"
 #include "session.h"
 
 struct sess_odp {
@@ -45,6 +51,8 @@ struct sess_odp {
 	uint64_t mem_off;          /* explicit: byte of mem at region offset 0 */
 	uint64_t user_faults;
 	uint64_t user_fault_timeouts;
+	struct sess_mr *mrs;       /* rxe device: MRs over mapped granules, unordered */
+	uint32_t nmrs, mrcap;
 	struct odp_region r;
 };
 
@@ -177,17 +185,193 @@ int odp_mem_added(struct session *s, struct sess_mem *m)
 	return 0;
 }
 
+static struct sess_odp *odp_containing(struct session *s, const struct dev_entry *e,
+				       uint64_t iova, uint64_t len);
+static void fault_window(const struct sess_odp *o, const struct odp_settings *set, uint64_t off,
+			 uint64_t len, uint64_t *woff, uint64_t *wlen);
+
+/* ==== rxe: what the engine maps in a region, as verbs MRs =================================== */
+
+/*
+ * rxe has no ODP, so the emulation keeps the region's mapped granules
+ * registered as ordinary MRs at their IOVAs: a granule the engine has not
+ * mapped has no MR, and rxe refuses an access there with a remote access
+ * error, which is the device page fault. The engine's page table is the
+ * truth; the MRs follow it after every service (odp_mrs_sync) and
+ * invalidation (invalidate_clipped), never the other way round.
+ */
+
+/* The daemon's mapping of region byte off, and in *run the bytes from there in one object. */
+static uint8_t *backing_va(const struct sess_odp *o, uint64_t off, uint64_t *run)
+{
+	if (o->flags & PROTO_ODP_IMPLICIT) {
+		struct sess_mem *m = slot_find(o->sess, off);
+
+		if (!m)
+			return NULL;
+		*run = m->obj->size - (off - m->implicit_off);
+		return m->obj->va + (off - m->implicit_off);
+	}
+	if (!o->mem)
+		return NULL;
+	*run = o->r.size - off;
+	return o->mem->obj->va + o->mem_off + off;
+}
+
+/* The remote access the engine grants on the granule at off (0: not mapped). */
+static unsigned int granule_acc(const struct sess_odp *o, uint64_t off)
+{
+	uint64_t g = o->e->dom->granule;
+	unsigned int acc = 0;
+
+	if (!odp_needs_service(&o->r, off, g, DOM_ACCESS_READ))
+		acc |= RXE_ACC_READ;
+	if (!odp_needs_service(&o->r, off, g, DOM_ACCESS_WRITE))
+		acc |= RXE_ACC_WRITE;
+	return acc;
+}
+
+/*
+ * Register what the engine maps in [lo, hi) (granule-aligned, no MR there):
+ * one MR per run of granules with the same rights in one object.
+ * Return: 0, or the first failure's -errno (those granules stay without an
+ * MR: the access faults again and the next service tries once more).
+ */
+static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
+{
+	uint64_t g = o->e->dom->granule;
+	int ret = 0;
+
+	while (lo < hi) {
+		unsigned int acc = granule_acc(o, lo);
+		uint64_t run = 0, end = lo + g;
+		uint8_t *va = acc ? backing_va(o, lo, &run) : NULL;
+		struct rxe_mr *mr;
+		int r;
+
+		if (!va) {
+			lo = end;
+			continue;
+		}
+		while (end < hi && end - lo < run && granule_acc(o, end) == acc)
+			end += g;
+		if (end - lo > run)
+			end = lo + run;
+		if (o->nmrs == o->mrcap) {
+			uint32_t cap = o->mrcap ? o->mrcap * 2 : 4;
+			struct sess_mr *m = realloc(o->mrs, cap * sizeof(*m));
+
+			if (!m)
+				return -ENOMEM;
+			o->mrs = m;
+			o->mrcap = cap;
+		}
+		r = rxe_mr_reg(o->e->rxe, va, end - lo, o->r.st.addr + lo, acc, &mr);
+		if (r) {
+			log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
+				 " + %#" PRIx64 ": %s", o->sess->id, rxe_name(o->e->rxe),
+				 o->r.st.addr + lo, end - lo, strerror(-r));
+			if (!ret)
+				ret = r;
+		} else {
+			o->mrs[o->nmrs++] = (struct sess_mr){ lo, end - lo, mr };
+		}
+		lo = end;
+	}
+	return ret;
+}
+
+/* Deregister the MRs intersecting [lo, hi); widen [*rlo, *rhi) over what they covered. */
+static void odp_mrs_drop(struct sess_odp *o, uint64_t lo, uint64_t hi, uint64_t *rlo,
+			 uint64_t *rhi)
+{
+	for (uint32_t i = 0; i < o->nmrs;) {
+		struct sess_mr *m = &o->mrs[i];
+
+		if (m->off + m->size <= lo || m->off >= hi) {
+			i++;
+			continue;
+		}
+		*rlo = m->off < *rlo ? m->off : *rlo;
+		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
+		rxe_mr_dereg(m->mr);
+		*m = o->mrs[--o->nmrs];
+	}
+}
+
+/*
+ * The engine served [off, off + len) of the region (its window): MRs over
+ * that range go (a write fault may have upgraded read-only granules, which
+ * a new MR must carry) and what is mapped there now is registered.
+ */
+static void odp_mrs_sync(struct sess_odp *o, uint64_t off, uint64_t len)
+{
+	uint64_t g = o->e->dom->granule, lo, hi;
+
+	if (!o->e->rxe || off >= o->r.size || !len)
+		return;
+	lo = off & ~(g - 1);
+	hi = len > o->r.size - off ? o->r.size : (off + len + g - 1) & ~(g - 1);
+	odp_mrs_drop(o, lo, hi, &lo, &hi);
+	(void)odp_mrs_put(o, lo, hi);
+}
+
+/* The range the service was asked to map for f: its window unless exact. */
+static void odp_mrs_served(struct sess_odp *o, const struct odp_settings *set,
+			   const struct odp_fault *f)
+{
+	uint64_t woff = f->off, wlen = f->len;
+
+	if (!o->e->rxe)
+		return;
+	if (!(f->flags & ODP_FAULT_EXACT) && f->off < o->r.size && f->len)
+		fault_window(o, set, f->off, f->len, &woff, &wlen);
+	odp_mrs_sync(o, woff, wlen);
+}
+
+bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, uint32_t *rkey,
+		 uint64_t *left)
+{
+	struct sess_odp *o = odp_containing(s, e, iova, 1);
+	uint64_t off, next;
+
+	if (!o || !e->rxe)
+		return false;
+	off = iova - o->r.st.addr;
+	next = o->r.size;
+	*rkey = RXE_RKEY_INVALID;
+	for (uint32_t i = 0; i < o->nmrs; i++) {
+		const struct sess_mr *m = &o->mrs[i];
+
+		if (off >= m->off && off - m->off < m->size) {
+			*rkey = rxe_mr_rkey(m->mr);
+			*left = m->off + m->size - off;
+			return true;
+		}
+		if (m->off > off && m->off < next)
+			next = m->off;
+	}
+	/* No MR: rxe refuses it up to the next MR, and the fault names its first byte. */
+	*left = next - off;
+	return true;
+}
+
 /* Invalidate [off, off + len) of a region, clipped, granule-widened. */
 static void invalidate_clipped(struct sess_odp *o, uint64_t off, uint64_t len)
 {
-	uint64_t g = o->e->dom->granule, end;
+	uint64_t g = o->e->dom->granule, end, rlo = UINT64_MAX, rhi = 0;
 
 	if (off >= o->r.size || !len)
 		return;
 	end = len > o->r.size - off ? o->r.size : off + len;
 	off &= ~(g - 1);
 	end = (end + g - 1) & ~(g - 1);
+	/* rxe: the MRs go first, then the pages; what stays mapped is registered again. */
+	if (o->e->rxe)
+		odp_mrs_drop(o, off, end, &rlo, &rhi);
 	(void)odp_invalidate(&o->r, off, end - off);
+	if (rlo < rhi)
+		(void)odp_mrs_put(o, rlo, rhi);
 }
 
 /* Every region of s over [mem byte off, + len): unmapped. */
@@ -633,7 +817,12 @@ static void pf_retry(struct pfault *pf)
 	struct dom_fault f = { 0 };
 	int r;
 
-	if (pf->type == PROTO_CMD_DMA_READ)
+	if (pf->e->rxe)
+		/* Through the MRs the service registered; rxe_dma recovered the QPs already. */
+		r = rxe_dev_dma(s, pf->e, pf->iova,
+				pf->type == PROTO_CMD_DMA_READ ? data : pf->data, pf->len,
+				pf->type == PROTO_CMD_DMA_WRITE, &f);
+	else if (pf->type == PROTO_CMD_DMA_READ)
 		r = dom_dev_dma_read(pf->e->dev, pf->iova, data, pf->len, &f);
 	else
 		r = dom_dev_dma_write(pf->e->dev, pf->iova, pf->data, pf->len, &f);
@@ -678,6 +867,9 @@ static void service_cb(evutil_socket_t fd, short what, void *arg)
 	for (pf = list, i = 0; pf; pf = pf->next, i++)
 		f[i] = pf->of;
 	(void)odp_service(&cfg, f, n);
+	/* rxe: what was mapped becomes MRs before any access is retried. */
+	for (pf = list, i = 0; pf; pf = pf->next, i++)
+		odp_mrs_served(pf->o, &v->odp, &f[i]);
 	for (pf = list, i = 0; pf; i++) {
 		struct pfault *next = pf->next;
 
@@ -739,6 +931,7 @@ int odp_handle_advise(struct session *s, const struct proto_req *req)
 		struct odp_config cfg = { .sync = s->srv->odp.sync, .window = s->srv->odp.window };
 
 		(void)odp_service(&cfg, &f, 1);
+		odp_mrs_served(o, &s->srv->odp, &f);
 		if (o->e->dom->cfg.flush == DOM_FLUSH_LAZY)
 			devices_fq_arm(&s->srv->devices, o->e->dom_index);
 		return f.status ? f.status : (reply_status(s, req, 0), 0);
@@ -954,6 +1147,11 @@ static void region_release(struct session *s, struct sess_odp *o, bool answer)
 		if (uf->o == o)
 			uf_fail(s, uf, -EFAULT);
 	}
+	/* rxe: no MR may outlive the mapping under it. */
+	for (uint32_t i = 0; i < o->nmrs; i++)
+		rxe_mr_dereg(o->mrs[i].mr);
+	free(o->mrs);
+	o->nmrs = 0;
 	/* The span first: fini zeroes the state the lookup is keyed by. */
 	sp = svec_find(&s->odp_spans, o->e->dom_index, o->r.st.addr);
 	if (sp)

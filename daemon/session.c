@@ -876,18 +876,19 @@ static bool dma_allowed(struct session *s, const struct dev_entry *e, uint64_t i
 
 /*
  * A device access on an rxe device: RDMA through the MRs of the client's
- * states, split where the MR changes. Where no MR holds the IOVA (not
- * linked, not synced, unlinked, another client's) the access goes out with
- * an rkey no MR has, so rxe itself refuses it; that is the fault.
+ * states and ODP regions, split where the MR changes. Where no MR holds the
+ * IOVA (not linked, not synced, unlinked, not faulted in, another client's)
+ * the access goes out with an rkey no MR has, so rxe itself refuses it;
+ * that is the fault, at the first byte no MR covers.
  */
-static int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova,
-		       uint8_t *buf, uint64_t len, bool write, struct dom_fault *f)
+int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uint8_t *buf,
+		uint64_t len, bool write, struct dom_fault *f)
 {
 	while (len) {
 		struct sess_state *ss = svec_containing(&s->states, e->dom_index, iova, 1,
 							offsetof(struct sess_state, span));
 		uint32_t rkey = RXE_RKEY_INVALID;
-		uint64_t n = len;
+		uint64_t n = len, oleft;
 		int r;
 
 		if (ss && state_rxe(s, ss) == e->rxe && iova >= ss->st.addr) {
@@ -899,6 +900,9 @@ static int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t io
 				rkey = rxe_mr_rkey(m->mr);
 				n = len < left ? len : left;
 			}
+		} else if (!ss && odp_rxe_key(s, e, iova, &rkey, &oleft)) {
+			/* An ODP region: its MRs follow what the fault service mapped. */
+			n = len < oleft ? len : oleft;
 		}
 		r = rxe_dma(e->rxe, iova, rkey, buf, n, write);
 		if (r == -EFAULT)
@@ -947,7 +951,7 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 		r = dom_dev_dma_write(e->dev, d->iova, req->data, d->len, &f);
 	}
 	/* A fault inside an ODP region goes to the fault service; the reply comes later. */
-	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && !e->rxe && odp_dma_fault(s, e, req, &f))
+	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && odp_dma_fault(s, e, req, &f))
 		return 0;
 	rpy.st.status = r;
 	if (r == -EFAULT)

@@ -140,6 +140,12 @@ struct sess_mem *mem_by_handle(struct session *s, uint32_t h);
 struct dev_entry *dev_by_handle(struct session *s, uint32_t h);
 bool is_admin(const struct session *s);
 
+/* ---- session.c, for odp_svc.c ---- */
+/* Device DMA on an rxe device (e->rxe) through s's MRs: 0, or -EFAULT with *f
+ * (reason NOT_PRESENT, iova the first byte no MR covers), or rxe_dma's -errno. */
+int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uint8_t *buf,
+		uint64_t len, bool write, struct dom_fault *f);
+
 /* ---- odp_svc.c ---- */
 
 /* Request handlers: 0 when a reply was queued (or will be), else -errno to reply. */
@@ -157,6 +163,10 @@ bool odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_re
 		   const struct dom_fault *f);
 /* Is [iova, iova + len) inside one of s's regions on e's domain? */
 bool odp_dma_allowed(struct session *s, const struct dev_entry *e, uint64_t iova, uint64_t len);
+/* rxe device: if iova is in one of s's ODP regions on e, the rkey of the MR holding it
+ * (RXE_RKEY_INVALID if none) and in *left the bytes from iova with that rkey: true. */
+bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, uint32_t *rkey,
+		 uint64_t *left);
 /* A memory object arrived: give it an implicit offset. Return: 0, -ENOMEM. */
 int odp_mem_added(struct session *s, struct sess_mem *m);
 /* The client dropped a memory object: invalidate every region over it. */

@@ -7,6 +7,12 @@
  * show counts the daemon's MRs), device DMA through rxe is byte-exact in the client's own
  * mapping, unlinking half keeps the other half reachable (re-registered), unlinking the rest
  * deregisters everything and the same DMA faults.
+ *
+ * Then ODP emulated on an rxe without ODP: a region maps (registers) nothing, a device read
+ * faults in a window through the fault service (one MR, the counters as on sim), a discard
+ * takes the MR away and the next read faults again and sees zeros, a device write upgrades
+ * the read-only window in place (a new MR with write access) and lands byte for byte, and
+ * dereg leaves no MR behind.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -21,7 +27,10 @@
 
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
-#define PLAN	15
+#define PLAN	24
+#define ODP_OFF	(256 * 1024)	/* the ODP region's bytes of the memory object */
+#define ODP_LEN	(256 * 1024)
+#define WINDOW	(64 * 1024)	/* the daemon's default fault-around window */
 
 static int test_no, failures;
 
@@ -143,13 +152,91 @@ int main(int argc, char **argv)
 	r = iovad_dev_dma_write(dev, st.addr + 8, src, 64);
 	tap(r == -EFAULT, "DMA write after unlink: %s", ename(r));
 
+	/* ODP: nothing registered until the device touches it */
+	struct iovad_odp *odp = NULL;
+	struct iovad_odp_stats os = { 0 };
+	uint64_t oiova = 0;
+	bool zero = true;
+
+	for (int i = 0; i < ODP_LEN; i++)
+		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
+	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
+			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
+	if (!r)
+		oiova = iovad_odp_iova(odp);
+	n = daemon_mrs();
+	tap(!r && n == base, "ODP region of %d KiB at iova %#llx: %s, MRs %d (none for it)",
+	    ODP_LEN >> 10, (unsigned long long)oiova, ename(r), n);
+	memset(dst, 0, LEN);
+	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x1000 + 100, 512);
+	tap(!r && same, "device read faults in through the emulation: %s, bytes %s", ename(r),
+	    same ? "the client's" : "WRONG");
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(os.page_faults_handled == 1 && os.page_faults == WINDOW / 4096 && n == base + 1,
+	    "counters: page_faults_handled %llu, page_faults %llu, mapped %llu; MRs %d",
+	    (unsigned long long)os.page_faults_handled, (unsigned long long)os.page_faults,
+	    (unsigned long long)os.mapped_bytes, n);
+	r = iovad_mem_discard(mem, ODP_OFF, WINDOW);
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(!r && n == base && os.page_invalidations == WINDOW / 4096 && !os.mapped_bytes,
+	    "discard the window: %s, MRs %d, page_invalidations %llu", ename(r), n,
+	    (unsigned long long)os.page_invalidations);
+	memset(dst, 0xaa, LEN);
+	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	for (int i = 0; i < 512; i++)
+		zero &= !dst[i];
+	iovad_odp_stats(odp, &os);
+	tap(!r && zero && os.page_faults_handled == 2,
+	    "read after discard faults again: %s, bytes %s, page_faults_handled %llu", ename(r),
+	    zero ? "zeros" : "NOT zeros", (unsigned long long)os.page_faults_handled);
+	/* the window is mapped read-only now: rxe refuses the write, the service upgrades */
+	r = iovad_dev_dma_write(dev, oiova + 0x2000 + 3, src, 3000);
+	same = !memcmp(cpu + ODP_OFF + 0x2000 + 3, src, 3000) && !cpu[ODP_OFF + 0x2000 + 2] &&
+	       !cpu[ODP_OFF + 0x2000 + 3003];
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(!r && same && os.page_faults_handled == 3 && os.perm_upgrades > 0 && n == base + 1,
+	    "device write after it: %s, client's memory %s, handled %llu, upgrades %llu, MRs %d",
+	    ename(r), same ? "byte-exact" : "WRONG", (unsigned long long)os.page_faults_handled,
+	    (unsigned long long)os.perm_upgrades, n);
+	/* a hole in the middle: the MR goes, what stays mapped is registered again around it */
+	r = iovad_odp_invalidate(odp, 0x8000, 0x1000);
+	n = daemon_mrs();
+	memset(dst, 0, LEN);
+	if (!r)
+		r = iovad_dev_dma_read(dev, oiova + 0x7000, dst, 0x1000);
+	iovad_odp_stats(odp, &os);
+	tap(!r && n == base + 2 && os.page_faults_handled == 3 &&
+	    !memcmp(dst, cpu + ODP_OFF + 0x7000, 0x1000),
+	    "invalidate one page inside: %s, MRs %d (both sides), the page before it "
+	    "reads without a fault (handled %llu)", ename(r), n,
+	    (unsigned long long)os.page_faults_handled);
+	r = iovad_dev_dma_read(dev, oiova + 0x7800, dst, 0x1000);
+	iovad_odp_stats(odp, &os);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x7800, 0x1000);
+	tap(!r && same && os.page_faults_handled == 4,
+	    "a read across into the hole faults it back in: %s, bytes %s, handled %llu",
+	    ename(r), same ? "exact" : "WRONG", (unsigned long long)os.page_faults_handled);
+	r = iovad_odp_dereg(odp);
+	n = daemon_mrs();
+	tap(!r && n == base, "ODP dereg: %s, MRs %d (back to %d)", ename(r), n, base);
+
 	/* teardown: link again, sync, and leave it to the daemon */
 	r = iovad_iova_link(dev, &st, phys, 0, LEN, IOVAD_DMA_TO_DEVICE, 0);
 	if (!r)
 		r = iovad_iova_sync(dev, &st, 0, LEN);
+	/* and an ODP region with a window faulted in */
+	if (!r)
+		r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN, IOVAD_ACCESS_DEVICE_READ, 0, &odp);
+	if (!r)
+		r = iovad_dev_dma_read(dev, iovad_odp_iova(odp) + 0x20000, dst, 64);
 	n = daemon_mrs();
-	tap(!r && n == base + 1, "link + sync again (left for the teardown): %s, MRs %d", ename(r),
-	    n);
+	tap(!r && n == base + 2,
+	    "link + sync again, fault in an ODP window (left for the teardown): %s, MRs %d",
+	    ename(r), n);
 	iovad_disconnect(c);
 	/* the daemon tears the session down when it sees the close: give it a moment */
 	for (int i = 0; i < 100 && (n = daemon_mrs()) != base; i++)
