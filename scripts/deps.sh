@@ -13,6 +13,7 @@ pkgs=(
 	libevent-dev          # daemon event loop
 	liburing-dev          # daemon data path
 	libibverbs-dev        # rxe backend
+	librdmacm-dev         # rxe backend: remote peers (rdma_listen)
 	libsystemd-dev        # sd_notify, socket activation
 	libinih-dev           # the configuration file
 	scdoc                 # man pages
@@ -24,6 +25,7 @@ pkgs=(
 	kmod cpio xz-utils    # modprobe (initramfs builder, guest); cpio; vmlinux extraction
 	rdma-core ibverbs-providers ibverbs-utils  # rdma tool, librxe, ibv_devinfo
 	iproute2              # ip link add ... type dummy in the guest
+	perftest              # bench/rxe: ib_write_bw, ib_write_lat baselines in the guest
 )
 
 [ "$#" -gt 0 ] && pkgs=("$@")

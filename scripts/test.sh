@@ -121,6 +121,15 @@ run_bench() {
 		echo "== release: bench-odp --quick FAILED"
 		failed=$((failed + 1))
 	fi
+	# bench/rxe --quick: iovad's DMA on rxe0 against perftest, in one guest boot (~10 s)
+	echo "== release: bench/rxe/run.sh --quick"
+	if out=$("$root/bench/rxe/run.sh" --quick "$root/build/release" 2>&1); then
+		passed=$((passed + 1))
+	else
+		echo "$out" | tail -20
+		echo "== release: bench/rxe/run.sh --quick FAILED"
+		failed=$((failed + 1))
+	fi
 }
 
 run_rxe() {
