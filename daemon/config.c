@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
@@ -175,6 +176,53 @@ static int parse_ids(struct parse *p, const char *key, const char *v, bool group
 
 #define BAD(key, v, what) fail(p, -EINVAL, "bad value '%s' for %s: expected %s", v, key, what)
 
+/*
+ * rdma_listen = ADDR:PORT, ADDR an IPv4 address or a bracketed IPv6 one:
+ * numeric only, as rdma_cm binds to the RDMA device that owns the address
+ * (a name could resolve to an address no RDMA device has, or to several).
+ */
+static int rdma_listen_key(struct parse *p, const char *k, const char *v)
+{
+	struct config *c = p->c;
+	char host[64], *end;
+	const char *colon;
+	unsigned char any[16];
+	unsigned long port;
+	size_t hl;
+	int af = AF_INET;
+
+	if (v[0] == '[') {
+		const char *rb = strchr(v, ']');
+
+		if (!rb || rb[1] != ':')
+			return BAD(k, v, "ADDR:PORT ([IPv6]:PORT for IPv6)");
+		hl = (size_t)(rb - v - 1);
+		colon = rb + 1;
+		v++;
+		af = AF_INET6;
+	} else {
+		colon = strrchr(v, ':');
+		if (!colon)
+			return BAD(k, v, "ADDR:PORT");
+		hl = (size_t)(colon - v);
+	}
+	if (!hl || hl >= sizeof(c->rdma_listen_host))
+		return BAD(k, v, "ADDR:PORT with a numeric address");
+	memcpy(host, v, hl);
+	host[hl] = '\0';
+	if (inet_pton(af, host, any) != 1)
+		return BAD(k, v, af == AF_INET ? "ADDR:PORT, ADDR an IPv4 address ([IPv6]:PORT)" :
+				  "[IPv6]:PORT with an IPv6 address");
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (!isdigit((unsigned char)colon[1]) || *end || errno || port < 1 || port > 65535)
+		return BAD(k, v, "ADDR:PORT, PORT 1..65535");
+	strcpy(c->rdma_listen_host, host);
+	c->rdma_listen_port = (uint16_t)port;
+	c->rdma_listen_line = p->line;
+	return 1;
+}
+
 static int daemon_key(struct parse *p, const char *k, const char *v)
 {
 	struct config *c = p->c;
@@ -190,6 +238,8 @@ static int daemon_key(struct parse *p, const char *k, const char *v)
 			c->io = IO_EPOLL;
 		else
 			return BAD(k, v, "uring or epoll");
+	} else if (!strcmp(k, "rdma_listen")) {
+		return rdma_listen_key(p, k, v);
 	} else if (!strcmp(k, "log_level")) {
 		static const char *const names[] = { "err", "warning", "notice", "info", "debug" };
 
@@ -598,6 +648,17 @@ static int resolve(struct parse *p)
 				    d->name);
 		}
 	}
+	/* Peers reach MRs only through an rxe device's PD: without one there is nothing. */
+	if (c->rdma_listen_host[0]) {
+		bool rxe = false;
+
+		for (unsigned int i = 0; i < c->ndevs; i++)
+			rxe |= c->devs[i].backend == DEV_BACKEND_RXE;
+		if (!rxe) {
+			p->line = c->rdma_listen_line;
+			return fail(p, -EINVAL, "rdma_listen needs a device with backend = rxe");
+		}
+	}
 	return 0;
 }
 
@@ -643,8 +704,15 @@ void config_print(const struct config *c, FILE *f)
 	static const char *const levels[] = { "err", "warning", "notice", "info", "debug" };
 	const struct limits *l = &c->lim;
 
-	fprintf(f, "[daemon]\nsocket = %s\nio = %s\nlog_level = %s\n\n", c->socket,
+	fprintf(f, "[daemon]\nsocket = %s\nio = %s\nlog_level = %s\n", c->socket,
 		c->io == IO_EPOLL ? "epoll" : "uring", levels[c->log_level - LOG_ERR_]);
+	if (c->rdma_listen_host[0]) {
+		bool v6 = strchr(c->rdma_listen_host, ':');
+
+		fprintf(f, "rdma_listen = %s%s%s:%u\n", v6 ? "[" : "", c->rdma_listen_host,
+			v6 ? "]" : "", c->rdma_listen_port);
+	}
+	fputc('\n', f);
 	fprintf(f, "[policy]\nallow_socket_group = %s\nallow_users =", yn(c->allow_socket_group));
 	for (unsigned int i = 0; i < c->nuids; i++)
 		fprintf(f, "%s%u", i ? ", " : " ", (unsigned int)c->uids[i]);

@@ -48,6 +48,10 @@ struct cfg_device {
 
 struct config {
 	char socket[108];
+	/* rdma_listen = ADDR:PORT: rdma_cm listener for remote peers; host empty when unset */
+	char rdma_listen_host[48];  /* an IPv4 or IPv6 address, without brackets */
+	uint16_t rdma_listen_port;
+	unsigned int rdma_listen_line;
 	enum io_backend io;
 	int log_level;
 	struct limits lim;

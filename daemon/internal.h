@@ -171,10 +171,18 @@ struct srv {
 	uint64_t next_fault_id;
 	struct odp_totals odp_gone;/* regions already deregistered */
 	struct odp_hist odp_hist;  /* fault latency, daemon-wide */
+	struct peers *peers;       /* rdma_listen: remote RDMA peers (peers.c); NULL when off */
 	bool stopping;
 };
 
 int srv_listen_path(struct srv *s, const char *path);
+
+/* ---- peers.c: remote RDMA peers of rxe devices ([daemon] rdma_listen) ---- */
+
+/* Listen with rdma_cm on host:port. Return: 0, or -errno with a message in err. */
+int peers_start(struct srv *s, const char *host, uint16_t port, char *err, size_t errlen);
+/* Drop every peer and stop listening. Idempotent; before devices_fini (their PDs). */
+void peers_stop(struct srv *s);
 int srv_adopt_inherited(struct srv *s);
 void srv_stop_listening(struct srv *s);
 void srv_close_all(struct srv *s);

@@ -188,6 +188,8 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	(void)sd_notify(0, "STOPPING=1");
 	s->stopping = true;
 	srv_stop_listening(s);
+	/* Remote peers hold QPs in the devices' PDs: they go before the clients' MRs. */
+	peers_stop(s);
 	/* Take no new requests; let what was answered go out, then tear down. */
 	for (struct conn *c = s->conns; c; c = c->next) {
 		c->dead = true;
@@ -342,6 +344,13 @@ int main(int argc, char **argv)
 		log_err("devices: %s", err[0] ? err : strerror(-r));
 		return 1;
 	}
+	if (cfg->rdma_listen_host[0]) {
+		r = peers_start(&s, cfg->rdma_listen_host, cfg->rdma_listen_port, err, sizeof(err));
+		if (r) {
+			log_err("%s", err);
+			return 1;
+		}
+	}
 	if (odp_svc_init(&s)) {
 		log_err("fault service: out of memory");
 		return 1;
@@ -393,6 +402,7 @@ int main(int argc, char **argv)
 
 	/* Reverse order: clients (teardown and leak reports), transport, devices. */
 	srv_stop_listening(&s);
+	peers_stop(&s);
 	srv_close_all(&s);
 	if (s.io == IO_URING)
 		uring_io_fini(&s);

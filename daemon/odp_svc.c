@@ -356,6 +356,28 @@ bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, ui
 	return true;
 }
 
+bool odp_rxe_mr(struct session *s, const struct dev_entry *e, uint64_t iova, uint32_t *rkey,
+		uint64_t *mr_iova, uint64_t *mr_len)
+{
+	struct sess_odp *o = odp_containing(s, e, iova, 1);
+	uint64_t off;
+
+	if (!o || !e->rxe)
+		return false;
+	off = iova - o->r.st.addr;
+	for (uint32_t i = 0; i < o->nmrs; i++) {
+		const struct sess_mr *m = &o->mrs[i];
+
+		if (off >= m->off && off - m->off < m->size) {
+			*rkey = rxe_mr_rkey(m->mr);
+			*mr_iova = o->r.st.addr + m->off;
+			*mr_len = m->size;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Invalidate [off, off + len) of a region, clipped, granule-widened. */
 static void invalidate_clipped(struct sess_odp *o, uint64_t off, uint64_t len)
 {

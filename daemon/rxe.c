@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
 
 #include "rxe.h"
 
@@ -28,6 +29,7 @@
 struct rxe_dev {
 	char name[IBV_SYSFS_NAME_MAX];
 	struct ibv_context *ctx;
+	bool cm_ctx;            /* ctx is librdmacm's: not ours to close, and peers may use it */
 	struct ibv_pd *pd;
 	struct ibv_cq *cq;
 	struct ibv_qp *req, *resp;
@@ -186,8 +188,27 @@ int rxe_open(const char *name, struct rxe_dev **ret, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	snprintf(d->name, sizeof(d->name), "%s", name);
+	/*
+	 * A QP that rdma_cm accepts lives in the context librdmacm opened for the
+	 * device (cm_id->verbs), and a PD serves only QPs of its own context; so
+	 * that remote peers' QPs share the PD of the MRs, take librdmacm's context.
+	 * Without rdma_cm (no rdma_ucm module) open our own: DMA works, peers not.
+	 */
+	{
+		struct ibv_context **cms = rdma_get_devices(&n);
+
+		for (int i = 0; cms && i < n && !d->ctx; i++)
+			if (!strcmp(ibv_get_device_name(cms[i]->device), name))
+				d->ctx = cms[i];
+		if (cms)
+			rdma_free_devices(cms);
+		d->cm_ctx = d->ctx != NULL;
+		n = 0;
+	}
 	errno = 0;
-	list = ibv_get_device_list(&n);
+	list = d->ctx ? NULL : ibv_get_device_list(&n);
+	if (d->ctx)
+		goto opened;
 	if (!list) {
 		r = errno ? -errno : -ENODEV;
 		snprintf(err, errlen, "rdma device %s: cannot list RDMA devices: %s", name,
@@ -211,6 +232,7 @@ int rxe_open(const char *name, struct rxe_dev **ret, char *err, size_t errlen)
 		snprintf(err, errlen, "rdma device %s: ibv_open_device: %s", name, strerror(-r));
 		goto fail;
 	}
+opened:
 	r = -ibv_query_port(d->ctx, 1, &port);
 	if (r || port.state != IBV_PORT_ACTIVE) {
 		r = r ? r : -ENETDOWN;
@@ -294,7 +316,7 @@ void rxe_close(struct rxe_dev *d)
 		ibv_dereg_mr(d->bounce_mr);
 	if (d->pd)
 		ibv_dealloc_pd(d->pd);
-	if (d->ctx)
+	if (d->ctx && !d->cm_ctx)
 		ibv_close_device(d->ctx);
 	free(d->bounce);
 	free(d);
@@ -303,6 +325,16 @@ void rxe_close(struct rxe_dev *d)
 const char *rxe_name(const struct rxe_dev *d)
 {
 	return d->name;
+}
+
+struct ibv_context *rxe_cm_context(const struct rxe_dev *d)
+{
+	return d->cm_ctx ? d->ctx : NULL;
+}
+
+struct ibv_pd *rxe_pd(const struct rxe_dev *d)
+{
+	return d->pd;
 }
 
 int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,

@@ -36,6 +36,13 @@ int rxe_open(const char *name, struct rxe_dev **ret, char *err, size_t errlen);
 void rxe_close(struct rxe_dev *d);
 const char *rxe_name(const struct rxe_dev *d);
 
+struct ibv_context;
+struct ibv_pd;
+/* The device's verbs context if it is librdmacm's (remote peers possible), else NULL. */
+struct ibv_context *rxe_cm_context(const struct rxe_dev *d);
+/* The PD every MR of the device lives in: remote peers' QPs are created in it. */
+struct ibv_pd *rxe_pd(const struct rxe_dev *d);
+
 /*
  * rxe_mr_reg - register [va, va + len) so that RDMA reaches it at
  * [iova, iova + len), with the remote access ACC (RXE_ACC_*).

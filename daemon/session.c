@@ -965,6 +965,45 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 	return 0;
 }
 
+/*
+ * IOVA_RKEY: what a remote RDMA peer needs to reach iova, the rkey and bounds
+ * of the MR holding it. Only this client's MRs: a state's synced links or a
+ * faulted-in window of one of its ODP regions. Nothing registered there (not
+ * synced, unlinked, not faulted in, another client's) is -ENOENT, not a
+ * fault: no device access happened.
+ */
+static int handle_iova_rkey(struct session *s, const struct proto_req *req)
+{
+	const struct proto_iova_rkey *q = &req->u.iova_rkey;
+	struct dev_entry *e = dev_by_handle(s, q->dev);
+	struct proto_iova_rkey_rpy rpy = { 0 };
+	struct sess_state *ss;
+	bool found = false;
+
+	if (!e)
+		return -EBADF;
+	if (!e->rxe)
+		return -EOPNOTSUPP;
+	ss = svec_containing(&s->states, e->dom_index, q->iova, 1,
+			     offsetof(struct sess_state, span));
+	if (ss && state_rxe(s, ss) == e->rxe && q->iova >= ss->st.addr) {
+		const struct sess_mr *m = mr_at(ss, q->iova - ss->st.addr);
+
+		if (m) {
+			rpy.rkey = rxe_mr_rkey(m->mr);
+			rpy.mr_iova = ss->st.addr + m->off;
+			rpy.mr_len = m->size;
+			found = true;
+		}
+	} else if (!ss) {
+		found = odp_rxe_mr(s, e, q->iova, &rpy.rkey, &rpy.mr_iova, &rpy.mr_len);
+	}
+	if (!found)
+		return -ENOENT;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
 /* ==== admin queries ======================================================================= */
 
 bool is_admin(const struct session *s)
@@ -1178,6 +1217,9 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 		break;
 	case PROTO_CMD_LIST_ODP:
 		r = is_admin(s) ? odp_handle_list(s, &req) : -EPERM;
+		break;
+	case PROTO_CMD_IOVA_RKEY:
+		r = handle_iova_rkey(s, &req);
 		break;
 	case PROTO_CMD_STATUS:
 		r = is_admin(s) ? handle_status(s, &req) : -EPERM;

@@ -168,6 +168,9 @@ bool odp_dma_allowed(struct session *s, const struct dev_entry *e, uint64_t iova
 bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, uint32_t *rkey,
 		 uint64_t *left);
 /* A memory object arrived: give it an implicit offset. Return: 0, -ENOMEM. */
+/* rxe device: the MR that holds iova in one of s's ODP regions on e (faulted in), if any. */
+bool odp_rxe_mr(struct session *s, const struct dev_entry *e, uint64_t iova, uint32_t *rkey,
+		uint64_t *mr_iova, uint64_t *mr_len);
 int odp_mem_added(struct session *s, struct sess_mem *m);
 /* The client dropped a memory object: invalidate every region over it. */
 void odp_mem_removed(struct session *s, struct sess_mem *m);

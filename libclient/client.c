@@ -298,6 +298,27 @@ int iovad_dev_stats(struct iovad_dev *d, struct iovad_dev_stats *ret)
 	return 0;
 }
 
+int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
+{
+	struct proto_iova_rkey req = { 0 };
+	struct proto_iova_rkey_rpy rpy;
+	int r;
+
+	if (!d || !rkey)
+		return -EINVAL;
+	/* A daemon that negotiated less does not know the type: it would answer -ENOSYS. */
+	if (d->c->version < PROTO_VERSION_RKEY)
+		return -EOPNOTSUPP;
+	req.dev = d->handle;
+	req.iova = iova;
+	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY, .body = &req,
+				      .blen = sizeof(req), .rpy = &rpy, .rpy_len = sizeof(rpy) });
+	if (r)
+		return r;
+	*rkey = rpy.rkey;
+	return 0;
+}
+
 /* ---- memory ---- */
 
 /* Round size up to the page size; 0 if that overflows. */

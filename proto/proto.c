@@ -7,7 +7,8 @@
  * fields, then field ranges. Frames are copied into aligned structs before
  * any field is read, so a frame may sit at any offset in a buffer. A type
  * is known only from the version that introduced it on (req_since), so a
- * version-1 session sees version 2's types exactly as unknown ones.
+ * version-1 session sees version 2's types exactly as unknown ones (and a
+ * version-2 session version 3's).
  * proto_decode_event is the client's side: the daemon's unsolicited events.
  */
 #include "proto.h"
@@ -40,6 +41,7 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
 	[PROTO_CMD_ODP_STATS] = sizeof(struct proto_odp_ref),
 	[PROTO_CMD_FAULT_DONE] = sizeof(struct proto_fault_done),
 	[PROTO_CMD_LIST_ODP] = sizeof(struct proto_list),
+	[PROTO_CMD_IOVA_RKEY] = sizeof(struct proto_iova_rkey),
 };
 
 /*
@@ -49,6 +51,8 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
  */
 static uint16_t req_since(uint16_t type)
 {
+	if (type >= PROTO_CMD_IOVA_RKEY)
+		return PROTO_VERSION_RKEY;
 	return type >= PROTO_CMD_ODP_REG ? PROTO_VERSION_ODP : PROTO_VERSION_MIN;
 }
 
@@ -75,6 +79,7 @@ static const char *const cmd_names[PROTO_CMD_MAX] = {
 	[PROTO_CMD_ODP_STATS] = "ODP_STATS",
 	[PROTO_CMD_FAULT_DONE] = "FAULT_DONE",
 	[PROTO_CMD_LIST_ODP] = "LIST_ODP",
+	[PROTO_CMD_IOVA_RKEY] = "IOVA_RKEY",
 };
 
 const char *proto_cmd_name(uint16_t type)
@@ -198,6 +203,8 @@ static int check_reserved(const struct proto_req *r)
 		return r->u.mem_range.reserved ? -EINVAL : 0;
 	case PROTO_CMD_FAULT_DONE:
 		return r->u.fault_done.reserved ? -EINVAL : 0;
+	case PROTO_CMD_IOVA_RKEY:
+		return r->u.iova_rkey.reserved ? -EINVAL : 0;
 	default:
 		return 0;
 	}
@@ -282,6 +289,9 @@ static int check_ranges(const struct proto_req *r, const struct proto_limits *li
 		/* 0 or a negative errno: anything else could not be passed on as one. */
 		return st <= 0 && st >= -PROTO_ERRNO_MAX ? 0 : -EINVAL;
 	}
+	case PROTO_CMD_IOVA_RKEY:
+		/* Handle 0 is never a device; any IOVA is a question the daemon can answer. */
+		return r->u.iova_rkey.dev ? 0 : -EINVAL;
 	default:
 		return 0;
 	}

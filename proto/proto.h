@@ -11,6 +11,9 @@
  *      the admin LIST_ODP. MEM_IMPORT's reply fills implicit_slot. The
  *      daemon sends PROTO_EVT_FAULT frames (unsolicited, id 0) only to a
  *      client that registered a region with PROTO_ODP_USER_FAULTS.
+ *   3  remote peers: IOVA_RKEY, the rkey of the verbs MR that covers an IOVA
+ *      of the client's on an rxe device, to hand to an RDMA peer of the
+ *      daemon's rdma_cm listener.
  *
  * Framing: a SOCK_STREAM Unix socket carries frames. Every frame starts with
  * struct proto_hdr; hdr.len is the whole frame, header included. Requests
@@ -35,8 +38,9 @@
 
 #define PROTO_MAGIC        0x44564f49u /* "IOVD" */
 #define PROTO_VERSION_MIN  1
-#define PROTO_VERSION_MAX  2
+#define PROTO_VERSION_MAX  3
 #define PROTO_VERSION_ODP  2  /* the first version with the ODP messages */
+#define PROTO_VERSION_RKEY 3  /* the first version with IOVA_RKEY */
 #define PROTO_VERSION      PROTO_VERSION_MAX
 
 /* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
@@ -71,6 +75,7 @@ enum proto_cmd {
 	PROTO_CMD_ODP_STATS = 20,
 	PROTO_CMD_FAULT_DONE = 21,
 	PROTO_CMD_LIST_ODP = 22,      /* admin */
+	PROTO_CMD_IOVA_RKEY = 23,     /* version 3 and later from here on */
 	PROTO_CMD_MAX,
 };
 #define PROTO_RPY        0x8000u
@@ -455,6 +460,24 @@ struct proto_map_entry {
 	uint64_t linked_bytes;
 };
 
+/* ---- remote peers (version 3) -------------------------------------------- */
+
+/* IOVA_RKEY: the MR covering iova in the client's states or ODP regions on dev. */
+struct proto_iova_rkey {
+	uint32_t dev;
+	uint32_t reserved;
+	uint64_t iova;
+};
+
+/* Status 0: a peer may RDMA at [mr_iova, mr_iova + mr_len) with rkey. */
+struct proto_iova_rkey_rpy {
+	struct proto_status st;
+	uint32_t rkey;
+	uint32_t reserved;
+	uint64_t mr_iova;
+	uint64_t mr_len;
+};
+
 /* ---- layout checks --------------------------------------------------------- */
 
 #define PROTO_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), #type " size")
@@ -495,6 +518,8 @@ PROTO_CHECK(proto_odp_stats_rpy, 136);
 PROTO_CHECK(proto_evt_fault, 40);
 PROTO_CHECK(proto_fault_done, 16);
 PROTO_CHECK(proto_odp_entry, 168);
+PROTO_CHECK(proto_iova_rkey, 16);
+PROTO_CHECK(proto_iova_rkey_rpy, 32);
 _Static_assert(offsetof(struct proto_hdr, len) == 8, "hdr.len offset");
 _Static_assert(offsetof(struct proto_hdr, id) == 16, "hdr.id offset");
 _Static_assert(offsetof(struct proto_op, iova) == 8, "op.iova offset");
@@ -528,6 +553,7 @@ struct proto_req {
 		struct proto_odp_range odp_range;
 		struct proto_mem_range mem_range;
 		struct proto_fault_done fault_done;
+		struct proto_iova_rkey iova_rkey;
 	} u;
 	const uint8_t *ops;       /* BATCH: count x struct proto_op, validated */
 	const uint8_t *data;      /* DMA_WRITE: len bytes */

@@ -39,6 +39,8 @@ static const struct proto_limits lim_before = { 0, PROTO_FRAME_DEFAULT, PROTO_BA
 static const struct proto_limits lim_after = { 1, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim_after2 = { PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT,
 						PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim_after3 = { PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
+						PROTO_BATCH_DEFAULT };
 
 static volatile uint8_t sink;
 
@@ -65,6 +67,7 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 	CHECK(lim->version ? req->hdr.version == lim->version : req->hdr.type == PROTO_CMD_HELLO);
 	/* A session never decodes a type newer than its version. */
 	CHECK(req->hdr.type < PROTO_CMD_ODP_REG || lim->version >= PROTO_VERSION_ODP);
+	CHECK(req->hdr.type < PROTO_CMD_IOVA_RKEY || lim->version >= PROTO_VERSION_RKEY);
 	switch (req->hdr.type) {
 	case PROTO_CMD_BATCH: {
 		uint32_t n = req->u.batch.count;
@@ -142,6 +145,9 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 		break;
 	case PROTO_CMD_LIST_ODP:
 		CHECK(!req->u.list.reserved);
+		break;
+	case PROTO_CMD_IOVA_RKEY:
+		CHECK(req->u.iova_rkey.dev && !req->u.iova_rkey.reserved);
 		break;
 	default:
 		CHECK(!req->ops && !req->data);
@@ -238,6 +244,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r2 = decode_checked(data, size, &lim_after2, &req);
 	if (r2 == 0)
 		CHECK(fl == (int64_t)size);
+	/* A version-3 request from a version-2 client: a type it does not have. */
+	if (decode_checked(data, size, &lim_after3, &req) == 0 &&
+	    req.hdr.type >= PROTO_CMD_IOVA_RKEY) {
+		uint8_t *v2 = malloc(size);
+
+		if (v2) {
+			const uint16_t two = PROTO_VERSION_ODP;
+
+			memcpy(v2, data, size);
+			memcpy(v2 + offsetof(struct proto_hdr, version), &two, sizeof(two));
+			CHECK(proto_decode_request(v2, size, &lim_after2, &req) == -ENOSYS);
+			free(v2);
+		}
+	}
 	/* The same version-2 request from a version-1 client: a type it does not have. */
 	if (r2 == 0 && req.hdr.type >= PROTO_CMD_ODP_REG) {
 		uint8_t *v1 = malloc(size);

@@ -28,8 +28,14 @@ if ! gcc "${cflags[@]}" -o "$bdir/rxe_check" "$here/rxe_check.c" \
 fi
 # shellcheck disable=SC2046
 if ! gcc "${cflags[@]}" -I"$root/daemon" -o "$bdir/rxe_module_test" \
-	"$here/rxe_module_test.c" "$root/daemon/rxe.c" $(pkg-config --cflags --libs libibverbs); then
-	summary 1 "FAILED: cannot build rxe_module_test"
+	"$here/rxe_module_test.c" "$root/daemon/rxe.c" \
+	$(pkg-config --cflags --libs libibverbs librdmacm); then
+	summary 1 "FAILED: cannot build rxe_module_test (librdmacm-dev missing? run scripts/deps.sh)"
+fi
+# shellcheck disable=SC2046
+if ! gcc "${cflags[@]}" -o "$bdir/rxe_peer" "$here/rxe_peer.c" \
+	$(pkg-config --cflags --libs libibverbs librdmacm); then
+	summary 1 "FAILED: cannot build rxe_peer"
 fi
 
 # The daemon and libiovad, for daemon_test.sh (built here: the guest cannot build).
@@ -51,7 +57,7 @@ log=$bdir/rxe_check.log
 # shellcheck disable=SC2016 # expanded by the guest's bash
 (cd "$bdir" && "$here/vm.sh" \
 	'./rxe_check; rc=$?; ./rxe_module_test; r=$?; [ $rc != 0 ] || rc=$r
-	'"$here"'/daemon_test.sh build/daemon/iovad ./rxe_client; r=$?; [ $rc != 0 ] || rc=$r
+	'"$here"'/daemon_test.sh build/daemon/iovad ./rxe_client ./rxe_peer; r=$?; [ $rc != 0 ] || rc=$r
 	exit $rc') |
 	tee "$log"
 rc=${PIPESTATUS[0]}

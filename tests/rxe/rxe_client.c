@@ -1,12 +1,24 @@
 // SPDX-License-Identifier: MIT
 /*
- * rxe_client SOCKET DEVICE - a libiovad client of a daemon whose DEVICE has backend = rxe,
- * inside the rxe guest (tests/rxe/daemon_test.sh starts the daemon). TAP.
+ * rxe_client SOCKET DEVICE [SIMDEV [PEER ADDR PORT]] - a libiovad client of a daemon whose
+ * DEVICE has backend = rxe, inside the rxe guest (tests/rxe/daemon_test.sh starts the
+ * daemon). TAP.
  *
  * Two adjacent links, DMA before sync faults, sync registers them as ONE MR (rdma resource
  * show counts the daemon's MRs), device DMA through rxe is byte-exact in the client's own
  * mapping, unlinking half keeps the other half reachable (re-registered), unlinking the rest
- * deregisters everything and the same DMA faults.
+ * deregisters everything and the same DMA faults. iovad_iova_rkey (protocol 3) follows the
+ * MRs: -ENOENT before sync and after unlink, the device's own MR in between; -EOPNOTSUPP on
+ * SIMDEV, a sim device of the same daemon.
+ *
+ * Remote peers (the daemon's rdma_listen at ADDR:PORT; PEER is rxe_peer): a peer writes
+ * and reads at (iova, rkey) and the client sees the bytes in its own mapping; after unlink
+ * and before the next sync the same access fails with a remote access error and the
+ * device counts a fault; then two clients with two peers each, all at once.
+ *
+ * rxe_client SOCKET DEVICE --hold PEER ADDR PORT: for the SIGKILL test, no TAP: a synced
+ * link with a peer connected to it that stays connected ("# holding" once it is); exits
+ * with the peer's status once the daemon is gone.
  *
  * Then ODP emulated on an rxe without ODP: a region maps (registers) nothing, a device read
  * faults in a window through the fault service (one MR, the counters as on sim), a discard
@@ -21,13 +33,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <iovad/iovad.h>
 
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
-#define PLAN	24
+#define PLAN	36
+#define PEER_OFF (576 * 1024)	/* the peer tests' bytes of the memory object */
+#define PEER_LEN (64 * 1024)
 #define ODP_OFF	(256 * 1024)	/* the ODP region's bytes of the memory object */
 #define ODP_LEN	(256 * 1024)
 #define WINDOW	(64 * 1024)	/* the daemon's default fault-around window */
@@ -62,6 +77,146 @@ static int daemon_mrs(void)
 	return pclose(p) ? -1 : n;
 }
 
+static char **peer_argv;         /* PEER ADDR PORT, or NULL */
+static const char *ename(int r);
+
+/* Start rxe_peer on (iova, rkey): it writes len bytes of pattern seed, reads them back. */
+static pid_t peer_start(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
+{
+	char a[4][32];
+	pid_t pid;
+
+	snprintf(a[0], sizeof(a[0]), "%#llx", (unsigned long long)iova);
+	snprintf(a[1], sizeof(a[1]), "%#x", rkey);
+	snprintf(a[2], sizeof(a[2]), "%u", len);
+	snprintf(a[3], sizeof(a[3]), "%u", seed);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		execl(peer_argv[0], peer_argv[0], peer_argv[1], peer_argv[2], a[0], a[1], a[2],
+		      a[3], (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* rxe_peer's exit status: 0 ok, 3 remote access error, 4 other bytes; -1 no status. */
+static int peer_wait(pid_t pid)
+{
+	int st;
+
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+static int peer_run(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
+{
+	return peer_wait(peer_start(iova, rkey, len, seed));
+}
+
+/* What rxe_peer writes: byte i is i * 13 + seed. */
+static bool peer_bytes(const uint8_t *p, uint32_t len, uint32_t seed)
+{
+	for (uint32_t i = 0; i < len; i++)
+		if (p[i] != (uint8_t)(i * 13 + seed))
+			return false;
+	return true;
+}
+
+static uint64_t dev_faults(struct iovad_dev *dev)
+{
+	struct iovad_dev_stats ds = { 0 };
+
+	return iovad_dev_stats(dev, &ds) ? UINT64_MAX : ds.io_page_faults;
+}
+
+/*
+ * One of several clients at once (a child process): its own session, memory and state of
+ * two windows, a peer on each at the same time. Return: 0 if both peers' bytes landed.
+ */
+static int multi_client(const char *sock, const char *devname, uint32_t k)
+{
+	struct iovad_iova_state st;
+	struct iovad_mem *mem;
+	struct iovad_dev *dev;
+	struct iovad *c;
+	uint32_t rkey;
+	pid_t pid[2];
+	int r, bad = 0;
+
+	r = iovad_connect(sock, &c);
+	if (!r)
+		r = iovad_dev_open(c, devname, &dev);
+	if (!r)
+		r = iovad_mem_alloc(c, 4 * PEER_LEN, &mem);
+	if (!r)
+		r = iovad_iova_try_alloc(dev, &st, iovad_mem_phys(mem), 2 * PEER_LEN) ? 0 : -ENOSPC;
+	if (!r)
+		r = iovad_iova_link(dev, &st, iovad_mem_phys(mem), 0, 2 * PEER_LEN,
+				    IOVAD_DMA_BIDIRECTIONAL, 0);
+	if (!r)
+		r = iovad_iova_sync(dev, &st, 0, 2 * PEER_LEN);
+	if (!r)
+		r = iovad_iova_rkey(dev, st.addr, &rkey);
+	if (r) {
+		printf("# client %u: setup: %s\n", k, ename(r));
+		return 1;
+	}
+	for (int j = 0; j < 2; j++)
+		pid[j] = peer_start(st.addr + (uint64_t)j * PEER_LEN, rkey, PEER_LEN, 100 + 2 * k + j);
+	for (int j = 0; j < 2; j++) {
+		int e = peer_wait(pid[j]);
+		bool same = peer_bytes((uint8_t *)iovad_mem_addr(mem) + j * PEER_LEN, PEER_LEN,
+				       100 + 2 * k + j);
+
+		if (e || !same)
+			printf("# client %u peer %d: exit %d, bytes %s\n", k, j, e,
+			       same ? "exact" : "WRONG");
+		bad |= e || !same;
+	}
+	iovad_disconnect(c);
+	return bad;
+}
+
+/* --hold: a client with MRs and a peer holding a QP at the daemon, until the daemon dies. */
+static int hold(char **argv)
+{
+	struct iovad_iova_state st;
+	struct iovad_mem *mem;
+	struct iovad_dev *dev;
+	struct iovad *c;
+	uint32_t rkey;
+	pid_t pid;
+	int r, e;
+
+	peer_argv = argv + 4;
+	r = iovad_connect(argv[1], &c);
+	if (!r)
+		r = iovad_dev_open(c, argv[2], &dev);
+	if (!r)
+		r = iovad_mem_alloc(c, PEER_LEN, &mem);
+	if (!r)
+		r = iovad_iova_try_alloc(dev, &st, iovad_mem_phys(mem), PEER_LEN) ? 0 : -ENOSPC;
+	if (!r)
+		r = iovad_iova_link(dev, &st, iovad_mem_phys(mem), 0, PEER_LEN,
+				    IOVAD_DMA_BIDIRECTIONAL, 0);
+	if (!r)
+		r = iovad_iova_sync(dev, &st, 0, PEER_LEN);
+	if (!r)
+		r = iovad_iova_rkey(dev, st.addr, &rkey);
+	if (r) {
+		printf("# hold: setup: %s\n", ename(r));
+		return 1;
+	}
+	setenv("RXE_PEER_HOLD", "20", 1);
+	pid = peer_start(st.addr, rkey, 4096, 5);
+	e = peer_wait(pid);
+	printf("# hold: the peer exited %d\n", e);
+	iovad_disconnect(c);
+	return e;
+}
+
 static const char *ename(int r)
 {
 	const char *n = r < 0 ? strerrorname_np(-r) : NULL;
@@ -81,10 +236,12 @@ int main(int argc, char **argv)
 	int r, base, n;
 	bool same;
 
-	if (argc != 3 || !src || !dst) {
-		fprintf(stderr, "usage: rxe_client SOCKET DEVICE\n");
+	if ((argc < 3 || argc > 7 || argc == 5 || argc == 6) || !src || !dst) {
+		fprintf(stderr, "usage: rxe_client SOCKET DEVICE [SIMDEV [PEER ADDR PORT]]\n");
 		return 2;
 	}
+	if (argc == 7 && !strcmp(argv[3], "--hold"))
+		return hold(argv);
 	printf("1..%d\n", PLAN);
 	for (int i = 0; i < LEN; i++)
 		src[i] = (uint8_t)(i * 11 + (i >> 9) + 3);
@@ -117,11 +274,22 @@ int main(int argc, char **argv)
 	    ename(r), f.reason);
 	n = daemon_mrs();
 	tap(n == base && base >= 1, "before sync the daemon holds %d MR(s) (its bounce buffer)", n);
+	uint32_t rkey = 0, rkey2 = 0;
+
+	r = iovad_iova_rkey(dev, st.addr + 100, &rkey);
+	tap(r == -ENOENT, "iova_rkey before sync: %s (linked, no MR yet)", ename(r));
 
 	r = iovad_iova_sync(dev, &st, 0, LEN);
 	n = daemon_mrs();
 	tap(!r && n == base + 1, "sync: %s, MRs %d -> %d (both links in one MR)", ename(r), base,
 	    n);
+	r = iovad_iova_rkey(dev, st.addr + 100, &rkey);
+	if (!r)
+		r = iovad_iova_rkey(dev, st.addr + LEN - 1, &rkey2);
+	tap(!r && rkey == rkey2 && rkey != 0xffffffffu,
+	    "iova_rkey after sync: %s, rkey %#x at both ends (one MR)", ename(r), rkey);
+	r = iovad_iova_rkey(dev, st.addr + LEN, &rkey2);
+	tap(r == -ENOENT, "iova_rkey just past the state: %s", ename(r));
 
 	/* across the two link records, unaligned */
 	r = iovad_dev_dma_write(dev, st.addr + 100, src, LEN - 200);
@@ -151,6 +319,8 @@ int main(int argc, char **argv)
 	tap(!r && n == base, "unlink the rest: %s, MRs %d (back to %d)", ename(r), n, base);
 	r = iovad_dev_dma_write(dev, st.addr + 8, src, 64);
 	tap(r == -EFAULT, "DMA write after unlink: %s", ename(r));
+	r = iovad_iova_rkey(dev, st.addr + 8, &rkey2);
+	tap(r == -ENOENT, "iova_rkey after unlink: %s", ename(r));
 
 	/* ODP: nothing registered until the device touches it */
 	struct iovad_odp *odp = NULL;
@@ -220,9 +390,90 @@ int main(int argc, char **argv)
 	tap(!r && same && os.page_faults_handled == 4,
 	    "a read across into the hole faults it back in: %s, bytes %s, handled %llu",
 	    ename(r), same ? "exact" : "WRONG", (unsigned long long)os.page_faults_handled);
+	r = iovad_iova_rkey(dev, oiova + 0x7000, &rkey);
+	tap(!r, "iova_rkey in a faulted-in ODP window: %s, rkey %#x", ename(r), rkey);
 	r = iovad_odp_dereg(odp);
 	n = daemon_mrs();
 	tap(!r && n == base, "ODP dereg: %s, MRs %d (back to %d)", ename(r), n, base);
+
+	/* a sim device has no MRs to name */
+	if (argc == 4) {
+		struct iovad_dev *sim;
+
+		r = iovad_dev_open(c, argv[3], &sim);
+		if (!r)
+			r = iovad_iova_rkey(sim, 0x1000, &rkey2);
+		tap(r == -EOPNOTSUPP, "iova_rkey on sim device %s: %s", argv[3], ename(r));
+	} else {
+		tap(true, "# SKIP no sim device given");
+	}
+
+	/* remote peers at (iova, rkey): through rxe, into this client's own memory */
+	if (argc == 7) {
+		struct iovad_iova_state ps;
+		uint64_t pphys = iovad_mem_phys(mem) + PEER_OFF, f0;
+		uint32_t prk = 0;
+		int e;
+
+		peer_argv = argv + 4;
+		r = iovad_iova_try_alloc(dev, &ps, pphys, PEER_LEN) ? 0 : -ENOSPC;
+		if (!r)
+			r = iovad_iova_link(dev, &ps, pphys, 0, PEER_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
+		if (!r)
+			r = iovad_iova_sync(dev, &ps, 0, PEER_LEN);
+		if (!r)
+			r = iovad_iova_rkey(dev, ps.addr, &prk);
+		e = r ? -1 : peer_run(ps.addr + 100, prk, PEER_LEN - 200, 7);
+		same = peer_bytes(cpu + PEER_OFF + 100, PEER_LEN - 200, 7) && !cpu[PEER_OFF + 99];
+		tap(!r && !e && same, "peer RDMA WRITE + READ of %d bytes at iova %#llx rkey %#x: "
+		    "%s, exit %d, the client's mapping %s", PEER_LEN - 200,
+		    (unsigned long long)ps.addr + 100, prk, ename(r), e,
+		    same ? "byte-exact" : "WRONG");
+		f0 = dev_faults(dev);
+		r = iovad_iova_unlink(dev, &ps, 0, PEER_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
+		e = peer_run(ps.addr + 100, prk, 64, 9);
+		tap(!r && e == 3 && dev_faults(dev) == f0 + 1,
+		    "after unlink the same access: peer exit %d (3: remote access error), "
+		    "io_page_faults %llu -> %llu", e, (unsigned long long)f0,
+		    (unsigned long long)dev_faults(dev));
+		f0 = dev_faults(dev);
+		r = iovad_iova_link(dev, &ps, pphys, 0, PEER_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
+		e = peer_run(ps.addr + 100, prk, 64, 9);
+		tap(!r && e == 3 && dev_faults(dev) == f0 + 1,
+		    "linked again, before sync: peer exit %d, io_page_faults %llu -> %llu", e,
+		    (unsigned long long)f0, (unsigned long long)dev_faults(dev));
+		r = iovad_iova_sync(dev, &ps, 0, PEER_LEN);
+		if (!r)
+			r = iovad_iova_rkey(dev, ps.addr, &prk);
+		e = r ? -1 : peer_run(ps.addr, prk, PEER_LEN, 11);
+		same = peer_bytes(cpu + PEER_OFF, PEER_LEN, 11);
+		tap(!r && !e && same, "after sync, the new rkey %#x: %s, peer exit %d, bytes %s", prk,
+		    ename(r), e, same ? "exact" : "WRONG");
+		if (!r)
+			r = iovad_iova_unlink(dev, &ps, 0, PEER_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
+		if (!r)
+			r = iovad_iova_free(dev, &ps);
+		if (r)
+			printf("# peer state teardown: %s\n", ename(r));
+
+		/* two more clients, two peers each, all at once */
+		pid_t kid[2];
+
+		fflush(stdout);
+		for (uint32_t k = 0; k < 2; k++) {
+			kid[k] = fork();
+			if (kid[k] == 0)
+				_exit(multi_client(argv[1], argv[2], k));
+		}
+		for (uint32_t k = 0; k < 2; k++) {
+			e = peer_wait(kid[k]);
+			tap(e == 0, "client %u of 2, 2 peers of its own at once: %s", k,
+			    e ? "FAILED" : "both peers' bytes in its mapping");
+		}
+	} else {
+		for (int i = 0; i < 6; i++)
+			tap(true, "# SKIP no rxe_peer given");
+	}
 
 	/* teardown: link again, sync, and leave it to the daemon */
 	r = iovad_iova_link(dev, &st, phys, 0, LEN, IOVAD_DMA_TO_DEVICE, 0);

@@ -76,6 +76,7 @@ Test(config, every_key)
 	char err[512];
 
 	cr_assert_eq(load("[daemon]\nsocket = /tmp/x.sock\nio = epoll\nlog_level = debug\n"
+			  "rdma_listen = 10.77.0.1:7471\n"
 			  "[policy]\nallow_users = root, 1234\nallow_groups = 0, 77\n"
 			  "allow_socket_group = no\n"
 			  "[limits]\nmax_mems = 10\nmax_mem_bytes = 2G\nmax_states = 11\n"
@@ -94,6 +95,8 @@ Test(config, every_key)
 	cr_assert_str_eq(c.socket, "/tmp/x.sock");
 	cr_assert_eq(c.io, IO_EPOLL);
 	cr_assert_eq(c.log_level, LOG_DEBUG_);
+	cr_assert_str_eq(c.rdma_listen_host, "10.77.0.1");
+	cr_assert_eq(c.rdma_listen_port, 7471);
 	cr_assert_eq(c.nuids, 2);
 	cr_assert_eq(c.uids[0], 0, "root by name");
 	cr_assert_eq(c.uids[1], 1234);
@@ -176,6 +179,37 @@ Test(config, errors_name_the_file_and_the_line)
 	expect_error("[device x]\nrdma_device = rxe0\n", 2, "rdma_device needs backend = rxe");
 }
 
+Test(config, rdma_listen)
+{
+	static struct config c;
+	static const char rxe[] = "[device r]\nbackend = rxe\nrdma_device = rxe0\n";
+	static const char *const bad[] = {
+		"10.77.0.1", "10.77.0.1:", ":7471", "10.77.0.1:0", "10.77.0.1:65536",
+		"10.77.0.1:74x", "10.77.0.1:-1", "host.example:7471", "10.77.0.256:1",
+		"[::1]", "[::1]7471", "[10.0.0.1]:1", "::1:7471", "[]:1", "10.77.0.1: 1",
+	};
+	char err[512], text[256];
+
+	config_defaults(&c);
+	cr_assert_eq(c.rdma_listen_host[0], '\0', "off by default");
+	snprintf(text, sizeof(text), "[daemon]\nrdma_listen = [fe80::1]:18515\n%s", rxe);
+	cr_assert_eq(load(text, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.rdma_listen_host, "fe80::1");
+	cr_assert_eq(c.rdma_listen_port, 18515);
+	snprintf(text, sizeof(text), "[daemon]\nrdma_listen = 0.0.0.0:65535\n%s", rxe);
+	cr_assert_eq(load(text, &c, err, sizeof(err)), 0, "%s", err);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[daemon]\nrdma_listen = %s\n%s", bad[i], rxe);
+		cr_assert_eq(load(text, &c, err, sizeof(err)), -EINVAL, "'%s'", bad[i]);
+		cr_assert_not_null(strstr(err, ":2: bad value"), "'%s': %s", bad[i], err);
+	}
+	/* Only an rxe device's PD holds MRs a peer could reach: without one it is an error. */
+	expect_error("[daemon]\nrdma_listen = 10.77.0.1:7471\n[device s]\nbackend = sim\n", 2,
+		     "rdma_listen needs a device with backend = rxe");
+	expect_error("[daemon]\nrdma_listen = 10.77.0.1:7471\n", 2,
+		     "rdma_listen needs a device with backend = rxe");
+}
+
 Test(config, missing_file_is_an_error)
 {
 	static struct config c;
@@ -192,7 +226,8 @@ Test(config, the_printed_configuration_parses_back_the_same)
 	size_t len = 0;
 	FILE *f;
 
-	cr_assert_eq(load("[limits]\nmax_maps = 99\n[domain g]\ngranule = 64K\nflush = lazy\n"
+	cr_assert_eq(load("[daemon]\nrdma_listen = [::1]:7\n"
+			  "[limits]\nmax_maps = 99\n[domain g]\ngranule = 64K\nflush = lazy\n"
 			  "[device p]\ndomain = g\ntrusted = no\n[device q]\ndomain = g\nbackend = rxe\n"
 			  "rdma_device = rxe7\n"
 			  "[domain i]\ntype = identity\n[device r]\ndomain = i\n", &a, err,
@@ -202,6 +237,8 @@ Test(config, the_printed_configuration_parses_back_the_same)
 	fclose(f);
 	cr_assert_eq(load(text, &b, err, sizeof(err)), 0, "%s\n%s", err, text);
 	cr_assert_eq(memcmp(&a.lim, &b.lim, sizeof(a.lim)), 0);
+	cr_assert_str_eq(b.rdma_listen_host, "::1");
+	cr_assert_eq(b.rdma_listen_port, 7);
 	cr_assert_eq(a.ndevs, b.ndevs);
 	cr_assert_eq(a.ndoms, b.ndoms);
 	for (unsigned int i = 0; i < a.ndevs; i++) {

@@ -36,10 +36,13 @@ static const struct proto_limits lim_tight = { 1, PROTO_FRAME_MIN, 4 };
 static const struct proto_limits lim2 = { PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT,
 					  PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim2_tight = { PROTO_VERSION_ODP, PROTO_FRAME_MIN, 4 };
+static const struct proto_limits lim3 = { PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
+					  PROTO_BATCH_DEFAULT };
 
-/* The version-2 request types, in order. */
+/* The version-2 request types, in order; then version 3's. */
 #define V2_FIRST PROTO_CMD_ODP_REG
-#define NV2 (PROTO_CMD_MAX - V2_FIRST)
+#define V3_FIRST PROTO_CMD_IOVA_RKEY
+#define NV2 (V3_FIRST - V2_FIRST)
 
 /* Room for the largest frame plus slack for unaligned placement. */
 static uint8_t buf[PROTO_FRAME_MAX + 64];
@@ -74,6 +77,8 @@ static void set_version(uint8_t *b, uint16_t version)
 /* The first version that has a request type (what PROTOCOL.md's table says); 1 if none has. */
 static uint16_t type_version(uint16_t type)
 {
+	if (type >= V3_FIRST && type < PROTO_CMD_MAX)
+		return PROTO_VERSION_RKEY;
 	return type >= V2_FIRST && type < PROTO_CMD_MAX ? PROTO_VERSION_ODP : 1;
 }
 
@@ -82,6 +87,8 @@ static const struct proto_limits *lim_for(uint16_t type)
 {
 	if (type == PROTO_CMD_HELLO)
 		return &lim0;
+	if (type_version(type) == PROTO_VERSION_RKEY)
+		return &lim3;
 	return type_version(type) == 1 ? &lim1 : &lim2;
 }
 
@@ -243,6 +250,11 @@ static size_t valid_frame(uint8_t *b, uint16_t type)
 
 		return frame(b, type, &l, sizeof(l));
 	}
+	case PROTO_CMD_IOVA_RKEY: {
+		struct proto_iova_rkey k = { .dev = 1, .iova = UINT64_C(0xffff0000) };
+
+		return frame(b, type, &k, sizeof(k));
+	}
 	default:
 		cr_assert_fail("no valid frame for type %u", type);
 		return 0;
@@ -294,6 +306,8 @@ static long fixed_body(uint16_t type)
 		return sizeof(struct proto_mem_range);
 	case PROTO_CMD_FAULT_DONE:
 		return sizeof(struct proto_fault_done);
+	case PROTO_CMD_IOVA_RKEY:
+		return sizeof(struct proto_iova_rkey);
 	default:
 		return -1;
 	}
@@ -715,6 +729,8 @@ Test(proto_decode, rejects_nonzero_reserved)
 		{ PROTO_CMD_ODP_INVALIDATE, BODY(struct proto_odp_range, flags), 4 },
 		{ PROTO_CMD_MEM_DISCARD, BODY(struct proto_mem_range, reserved), 4 },
 		{ PROTO_CMD_FAULT_DONE, BODY(struct proto_fault_done, reserved), 4 },
+		/* version 3 */
+		{ PROTO_CMD_IOVA_RKEY, BODY(struct proto_iova_rkey, reserved), 4 },
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -765,8 +781,12 @@ Test(proto_decode, hello_ranges)
 		{ { 1, 2, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 2, 2, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 2, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
-		{ { 3, 3, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
 		{ { 3, 2, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
+		/* Version 3, and nothing above it. */
+		{ { 3, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 1, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 4, 3, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
 		{ { 1, 1, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL },
 		{ { 1, 1, 0, 1, 0 }, -EINVAL },
 		{ { 1, 1, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL },
@@ -1046,7 +1066,7 @@ Test(proto_decode, dma_read_len_bounds)
 
 Test(proto_v2, v1_session_does_not_know_v2_types)
 {
-	for (uint16_t t = V2_FIRST; t < PROTO_CMD_MAX; t++) {
+	for (uint16_t t = V2_FIRST; t < V3_FIRST; t++) {
 		size_t len = valid_frame(buf, t);
 
 		cr_assert_eq(decode(buf, len, &lim2), 0, "%s", proto_cmd_name(t));
@@ -1174,7 +1194,7 @@ Test(proto_v2, valid_frames_decode_with_their_fields)
 
 Test(proto_v2, exact_length)
 {
-	for (uint16_t t = V2_FIRST; t < PROTO_CMD_MAX; t++) {
+	for (uint16_t t = V2_FIRST; t < V3_FIRST; t++) {
 		size_t len = valid_frame(buf, t);
 
 		cr_assert_eq(decode(buf, len, &lim2), 0, "%s", proto_cmd_name(t));
@@ -1868,7 +1888,8 @@ static uint32_t pick_interesting(struct rng *r)
 
 static void robustness(uint64_t seed, unsigned int iters)
 {
-	static const struct proto_limits *lims[] = { &lim0, &lim1, &lim_tight, &lim2, &lim2_tight };
+	static const struct proto_limits *lims[] = { &lim0, &lim1, &lim_tight, &lim2, &lim2_tight,
+						     &lim3 };
 	const uint32_t nlims = sizeof(lims) / sizeof(lims[0]);
 	struct rng rng = { seed };
 	uint64_t hits[6] = { 0 }; /* 0, EMSGSIZE, EBADMSG, EPROTONOSUPPORT, ENOSYS, EINVAL */
@@ -1891,8 +1912,10 @@ static void robustness(uint64_t seed, unsigned int iters)
 		if (rnd_below(&rng, 4)) {
 			if (t == PROTO_CMD_HELLO)
 				lim = &lim0;
+			else if (type_version(t) == PROTO_VERSION_RKEY)
+				lim = &lim3;
 			else if (type_version(t) == PROTO_VERSION_ODP)
-				lim = lims[3 + rnd_below(&rng, 2)];
+				lim = lims[3 + rnd_below(&rng, 3)];
 			else
 				lim = lims[1 + rnd_below(&rng, nlims - 1)];
 		}
@@ -2006,4 +2029,106 @@ Test(proto_robust, random_mutations_env_seed, .timeout = 600)
 		"proto robustness: seed=%" PRIu64 " (rerun with IOVAD_TEST_SEED=%" PRIu64 ")\n",
 		seed, seed);
 	robustness(seed, ROBUST_ITERS);
+}
+
+/* ---- version 3: remote peers ------------------------------------------------------------ */
+
+Test(proto_v3, iova_rkey_decodes)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_IOVA_RKEY);
+	struct proto_req req;
+
+	cr_assert_eq(proto_decode_request(buf, len, &lim3, &req), 0);
+	cr_assert_eq(req.hdr.version, PROTO_VERSION_RKEY);
+	cr_assert_eq(req.u.iova_rkey.dev, 1);
+	cr_assert_eq(req.u.iova_rkey.iova, UINT64_C(0xffff0000));
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_IOVA_RKEY), "IOVA_RKEY");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_IOVA_RKEY | PROTO_RPY), "IOVA_RKEY");
+}
+
+Test(proto_v3, older_sessions_do_not_know_iova_rkey)
+{
+	static const struct proto_limits *older[] = { &lim1, &lim_tight, &lim2, &lim2_tight };
+
+	for (size_t i = 0; i < sizeof(older) / sizeof(older[0]); i++) {
+		size_t len = valid_frame(buf, PROTO_CMD_IOVA_RKEY);
+
+		/* The frame carries the session's own version: the type is what is unknown. */
+		set_version(buf, older[i]->version);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", older[i]->version);
+		/* Judged before its length and its reserved fields, like any unknown type. */
+		put32(buf, BODY(struct proto_iova_rkey, reserved), 1);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", older[i]->version);
+		set_len(buf, HDR);
+		cr_assert_eq(decode(buf, HDR, older[i]), -ENOSYS, "version %u", older[i]->version);
+	}
+	/* Before HELLO: anything but HELLO. */
+	cr_assert_eq(decode(buf, valid_frame(buf, PROTO_CMD_IOVA_RKEY), &lim0), -EPROTONOSUPPORT);
+}
+
+Test(proto_v3, v3_session_takes_older_types)
+{
+	for (uint16_t t = PROTO_CMD_HELLO + 1; t < V3_FIRST; t++) {
+		size_t len = valid_frame(buf, t);
+
+		set_version(buf, PROTO_VERSION_RKEY);
+		cr_assert_eq(decode(buf, len, &lim3), 0, "%s", proto_cmd_name(t));
+		/* The version is fixed by HELLO: 2 is wrong on a version-3 session. */
+		set_version(buf, PROTO_VERSION_ODP);
+		cr_assert_eq(decode(buf, len, &lim3), -EPROTONOSUPPORT, "%s", proto_cmd_name(t));
+	}
+}
+
+Test(proto_v3, iova_rkey_validation_order)
+{
+	struct proto_iova_rkey k = { .dev = 1, .iova = 0x1000 };
+	size_t len;
+
+	/* exact length */
+	len = frame(buf, PROTO_CMD_IOVA_RKEY, &k, sizeof(k));
+	buf[len] = 0;
+	set_len(buf, len + 1);
+	cr_assert_eq(decode(buf, len + 1, &lim3), -EBADMSG);
+	set_len(buf, len - 1);
+	cr_assert_eq(decode(buf, len - 1, &lim3), -EBADMSG);
+	/* reserved before ranges: dev 0 and reserved set is -EINVAL from the reserved step */
+	k = (struct proto_iova_rkey){ .dev = 0, .reserved = 1 };
+	len = frame(buf, PROTO_CMD_IOVA_RKEY, &k, sizeof(k));
+	cr_assert_eq(decode(buf, len, &lim3), -EINVAL);
+	/* a length error beats the reserved field */
+	set_len(buf, len + 1);
+	buf[len] = 0;
+	cr_assert_eq(decode(buf, len + 1, &lim3), -EBADMSG);
+	/* ranges: dev 0 is no handle; every IOVA, 0 and ~0 included, is a fair question */
+	k = (struct proto_iova_rkey){ .dev = 0, .iova = 0x1000 };
+	len = frame(buf, PROTO_CMD_IOVA_RKEY, &k, sizeof(k));
+	cr_assert_eq(decode(buf, len, &lim3), -EINVAL);
+	k = (struct proto_iova_rkey){ .dev = 7, .iova = 0 };
+	len = frame(buf, PROTO_CMD_IOVA_RKEY, &k, sizeof(k));
+	cr_assert_eq(decode(buf, len, &lim3), 0);
+	k.iova = UINT64_MAX;
+	len = frame(buf, PROTO_CMD_IOVA_RKEY, &k, sizeof(k));
+	cr_assert_eq(decode(buf, len, &lim3), 0);
+}
+
+Test(proto_v3, iova_rkey_reply_checks)
+{
+	struct proto_iova_rkey_rpy rpy = { .rkey = 0x1234, .mr_iova = 0x10000, .mr_len = 0x4000 };
+	uint8_t out[HDR + sizeof(rpy)];
+	struct proto_hdr h;
+
+	proto_hdr_init(&h, PROTO_VERSION_RKEY, PROTO_CMD_IOVA_RKEY | PROTO_RPY, sizeof(out), 5);
+	memcpy(out, &h, HDR);
+	memcpy(out + HDR, &rpy, sizeof(rpy));
+	cr_assert_eq(proto_check_reply(out, sizeof(out), PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
+				       PROTO_CMD_IOVA_RKEY, sizeof(out)), 0);
+	/* Status alone: only for a failure (-ENOENT: nothing of the client's registered there). */
+	h.len = HDR + sizeof(struct proto_status);
+	memcpy(out, &h, HDR);
+	put32(out, HDR, (uint32_t)-ENOENT);
+	cr_assert_eq(proto_check_reply(out, h.len, PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
+				       PROTO_CMD_IOVA_RKEY, sizeof(out)), 0);
+	put32(out, HDR, 0);
+	cr_assert_eq(proto_check_reply(out, h.len, PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
+				       PROTO_CMD_IOVA_RKEY, sizeof(out)), -EBADMSG);
 }

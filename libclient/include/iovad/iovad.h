@@ -365,6 +365,16 @@ IOVAD_EXPORT int iovad_odp_fault_next(struct iovad *c, struct iovad_odp_fault *r
  * (the access gets -EFAULT). Return: 0; -ENOENT (unknown, or already timed out); -ENOTCONN. */
 IOVAD_EXPORT int iovad_odp_fault_complete(struct iovad *c, uint64_t fault_id, int status);
 
+/**
+ * iovad_iova_rkey - the rkey of the RDMA memory region that covers iova, for a remote peer
+ * of the daemon's rdma_cm listener (rdma_listen) to RDMA READ/WRITE at (iova, rkey). Only
+ * on a device with backend = rxe, and only for this client's own linked and synced ranges
+ * (or faulted-in ODP windows): the MR exists from sync until unlink. Since libiovad 1.2
+ * (protocol version 3). Return: 0; -ENOENT (no MR of this client holds iova); -EOPNOTSUPP
+ * (not an rxe device, or a daemon older than protocol 3); -EBADF, -ENOTCONN.
+ */
+IOVAD_EXPORT int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey);
+
 /** A message for a return value of this library (negative errno). Never NULL. */
 IOVAD_EXPORT const char *iovad_strerror(int err);
 
