@@ -107,5 +107,37 @@ else
 	not_ok "systemd-analyze security iovad.service: exposure <= $max_exposure"
 fi
 
+# ---- the rxe drop-in --------------------------------------------------------------
+# Installed opt-in; checked as an admin would enable it, in the stage's /etc.
+rxe=$stage/usr/share/iovad/rxe.conf
+: >"$tmp/out"
+if [ -f "$rxe" ]; then
+	ok "installed: /usr/share/iovad/rxe.conf"
+	mkdir -p "$stage/etc/systemd/system/iovad.service.d"
+	cp "$rxe" "$stage/etc/systemd/system/iovad.service.d/rxe.conf"
+	MANPATH=$stage/usr/share/man timeout 60 systemd-analyze verify --root="$stage" \
+		--recursive-errors=no "$unitdir/iovad.service" >"$tmp/out" 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ] && ! grep -q . "$tmp/out"; then
+		ok "systemd-analyze verify iovad.service with the rxe drop-in"
+	else
+		echo "     (exit $rc)" >>"$tmp/out"
+		not_ok "systemd-analyze verify iovad.service with the rxe drop-in"
+	fi
+	timeout 60 systemd-analyze security --offline=yes --root="$stage" \
+		--threshold="$threshold" "$unitdir/iovad.service" >"$tmp/out" 2>&1
+	rc=$?
+	score=$(grep -o 'Overall exposure level for .*' "$tmp/out" | tail -1)
+	echo "     with the rxe drop-in: ${score:-no overall exposure line}"
+	if [ "$rc" -eq 0 ] && [ -n "$score" ]; then
+		ok "systemd-analyze security iovad.service + rxe drop-in: exposure <= $max_exposure"
+	else
+		echo "     (exit $rc)" >>"$tmp/out"
+		not_ok "systemd-analyze security iovad.service + rxe drop-in: exposure <= $max_exposure"
+	fi
+else
+	not_ok "installed: /usr/share/iovad/rxe.conf"
+fi
+
 echo "units: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
