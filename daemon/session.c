@@ -744,6 +744,9 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 		return -EFAULT;
 	if (s->maps.n >= s->srv->lim.max_maps)
 		return -EDQUOT;
+	/* rxe: swiotlb bounce slots are not registered, so an untrusted device maps nothing. */
+	if (e->rxe && (e->flags & PROTO_DEV_UNTRUSTED))
+		return -EOPNOTSUPP;
 	r = dma_map_phys(e->dev, op->phys, op->size, op->dir, op->attrs, &dma);
 	if (r)
 		return r;
@@ -764,6 +767,26 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	mp->dma = dma;
 	mp->size = op->size;
 	mp->mem = m;
+	mp->mr = NULL;
+	/*
+	 * rxe: the mapping is visible at once, so it is an MR at once, over
+	 * exactly the bytes asked for (ibv_reg_mr_iova2 takes any byte range
+	 * whose va and iova share the page offset, as phys and dma do here).
+	 */
+	if (e->rxe) {
+		struct pmem_obj *o = m->obj;
+
+		r = rxe_mr_reg(e->rxe, o->va + (op->phys - o->phys), op->size, dma,
+			       dir_acc(op->dir), &mp->mr);
+		if (r) {
+			log_warn("session %" PRIu64 ": %s: cannot register streaming map %#" PRIx64
+				 " + %#" PRIx64 ": %s", s->id, rxe_name(e->rxe), dma, op->size,
+				 strerror(-r));
+			svec_remove(&s->maps, mp);
+			(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
+			return r;
+		}
+	}
 	m->pins++;
 	*value = dma;
 	return 0;
@@ -780,6 +803,7 @@ static int op_unmap(struct session *s, struct dev_entry *e, const struct proto_o
 	r = dma_unmap_phys(e->dev, op->iova, op->size, op->dir, op->attrs);
 	if (r)
 		return r;
+	rxe_mr_dereg(mp->mr);
 	mem_unpin(s, mp->mem);
 	svec_remove(&s->maps, mp);
 	return 0;
@@ -875,9 +899,29 @@ static bool dma_allowed(struct session *s, const struct dev_entry *e, uint64_t i
 }
 
 /*
+ * rxe device: the streaming map of s on e that holds iova in its MR, if any:
+ * its rkey, and in *left the bytes from iova to the MR's end. Bytes of a map's
+ * granules outside [dma, dma + size) have no MR.
+ */
+static const struct sess_map *map_rxe_at(struct session *s, const struct dev_entry *e,
+					 uint64_t iova, uint32_t *rkey, uint64_t *left)
+{
+	const struct sess_map *mp = svec_containing(&s->maps, e->dom_index, iova, 1,
+						    offsetof(struct sess_map, span));
+
+	if (!mp || !mp->mr || s->srv->devices.devs[mp->dev].rxe != e->rxe || iova < mp->dma ||
+	    iova - mp->dma >= mp->size)
+		return NULL;
+	*rkey = rxe_mr_rkey(mp->mr);
+	*left = mp->dma + mp->size - iova;
+	return mp;
+}
+
+/*
  * A device access on an rxe device: RDMA through the MRs of the client's
- * states and ODP regions, split where the MR changes. Where no MR holds the
- * IOVA (not linked, not synced, unlinked, not faulted in, another client's)
+ * states, streaming maps and ODP regions, split where the MR changes. Where no MR holds the
+ * IOVA (not linked, not synced, unlinked, unmapped, not faulted in, another
+ * client's)
  * the access goes out with an rkey no MR has, so rxe itself refuses it;
  * that is the fault, at the first byte no MR covers.
  */
@@ -900,6 +944,8 @@ int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 				rkey = rxe_mr_rkey(m->mr);
 				n = len < left ? len : left;
 			}
+		} else if (!ss && map_rxe_at(s, e, iova, &rkey, &oleft)) {
+			n = len < oleft ? len : oleft;
 		} else if (!ss && odp_rxe_key(s, e, iova, &rkey, &oleft)) {
 			/* An ODP region: its MRs follow what the fault service mapped. */
 			n = len < oleft ? len : oleft;
@@ -967,8 +1013,8 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 
 /*
  * IOVA_RKEY: what a remote RDMA peer needs to reach iova, the rkey and bounds
- * of the MR holding it. Only this client's MRs: a state's synced links or a
- * faulted-in window of one of its ODP regions. Nothing registered there (not
+ * of the MR holding it. Only this client's MRs: a state's synced links, a
+ * streaming map, or a faulted-in window of one of its ODP regions. Nothing registered there (not
  * synced, unlinked, not faulted in, another client's) is -ENOENT, not a
  * fault: no device access happened.
  */
@@ -996,7 +1042,15 @@ static int handle_iova_rkey(struct session *s, const struct proto_req *req)
 			found = true;
 		}
 	} else if (!ss) {
-		found = odp_rxe_mr(s, e, q->iova, &rpy.rkey, &rpy.mr_iova, &rpy.mr_len);
+		const struct sess_map *mp = map_rxe_at(s, e, q->iova, &rpy.rkey, &rpy.mr_len);
+
+		if (mp) {
+			rpy.mr_iova = mp->dma;
+			rpy.mr_len = mp->size;
+			found = true;
+		} else {
+			found = odp_rxe_mr(s, e, q->iova, &rpy.rkey, &rpy.mr_iova, &rpy.mr_len);
+		}
 	}
 	if (!found)
 		return -ENOENT;
@@ -1327,6 +1381,7 @@ void session_free(struct session *s)
 		struct sess_map *mp = elem(&s->maps, s->maps.n - 1);
 		struct dev_entry *e = &t->devs[mp->dev];
 
+		rxe_mr_dereg(mp->mr);
 		(void)dma_unmap_phys(e->dev, mp->dma, mp->size, DMA_BIDIRECTIONAL, 0);
 		mem_unpin(s, mp->mem);
 		svec_remove(&s->maps, mp);

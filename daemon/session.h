@@ -58,6 +58,7 @@ struct sess_map {
 	uint64_t dma;
 	uint64_t size;
 	struct sess_mem *mem;   /* NULL on an identity domain's map of... never: always set */
+	struct rxe_mr *mr;      /* rxe backend: the MR at [dma, dma + size); NULL on sim */
 };
 
 /* A vector of elements sorted by (dom, base), each starting with those two keys. */

@@ -25,6 +25,10 @@
  * takes the MR away and the next read faults again and sees zeros, a device write upgrades
  * the read-only window in place (a new MR with write access) and lands byte for byte, and
  * dereg leaves no MR behind.
+ *
+ * A streaming map (iovad_map_phys) is one MR at once over exactly its bytes: device DMA is
+ * byte-exact through it, iovad_iova_rkey names it, an access past its end faults, and unmap
+ * deregisters it (the access faults, reason 1). The teardown deregisters one left mapped.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -40,7 +44,9 @@
 
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
-#define PLAN	36
+#define PLAN	42
+#define MAP_OFF	(0x30000 + 0x123)	/* the streaming map's bytes of the memory object */
+#define MAP_LEN	5000
 #define PEER_OFF (576 * 1024)	/* the peer tests' bytes of the memory object */
 #define PEER_LEN (64 * 1024)
 #define ODP_OFF	(256 * 1024)	/* the ODP region's bytes of the memory object */
@@ -322,6 +328,46 @@ int main(int argc, char **argv)
 	r = iovad_iova_rkey(dev, st.addr + 8, &rkey2);
 	tap(r == -ENOENT, "iova_rkey after unlink: %s", ename(r));
 
+	/* a streaming map: mapped and synced at once, so one MR at once, over exactly its bytes */
+	uint64_t mdma = 0;
+
+	memset(cpu + MAP_OFF - 64, 0, MAP_LEN + 128);
+	r = iovad_map_phys(dev, iovad_mem_phys(mem) + MAP_OFF, MAP_LEN, IOVAD_DMA_BIDIRECTIONAL, 0,
+			   &mdma);
+	n = daemon_mrs();
+	tap(!r && n == base + 1, "map_phys %d bytes at an unaligned phys -> dma %#llx: %s, MRs %d",
+	    MAP_LEN, (unsigned long long)mdma, ename(r), n);
+	r = iovad_dev_dma_write(dev, mdma, src, MAP_LEN);
+	same = !memcmp(cpu + MAP_OFF, src, MAP_LEN) && !cpu[MAP_OFF - 1] && !cpu[MAP_OFF + MAP_LEN];
+	tap(!r && same, "DMA write of the whole map through rxe: %s, client's mapping %s",
+	    ename(r), same ? "byte-exact" : "WRONG");
+	memset(dst, 0, LEN);
+	r = iovad_dev_dma_read(dev, mdma + 1, dst, MAP_LEN - 1);
+	tap(!r && !memcmp(dst, src + 1, MAP_LEN - 1), "DMA read back: %s, bytes %s", ename(r),
+	    memcmp(dst, src + 1, MAP_LEN - 1) ? "WRONG" : "exact");
+	rkey = rkey2 = 0;
+	r = iovad_iova_rkey(dev, mdma, &rkey);
+	if (!r)
+		r = iovad_iova_rkey(dev, mdma + MAP_LEN - 1, &rkey2);
+	tap(!r && rkey == rkey2 && rkey != 0xffffffffu && iovad_iova_rkey(dev, mdma + MAP_LEN,
+									  &rkey2) == -ENOENT,
+	    "iova_rkey on the map: %s, rkey %#x at both ends, -ENOENT just past it", ename(r),
+	    rkey);
+	r = iovad_dev_dma_read(dev, mdma + MAP_LEN - 16, dst, 32);
+	iovad_dev_last_fault(dev, &f);
+	tap(r == -EFAULT && f.reason == 1 && f.iova == mdma + MAP_LEN,
+	    "DMA read across the map's end: %s, reason %u at its first byte past it", ename(r),
+	    f.reason);
+	r = iovad_unmap_phys(dev, mdma, MAP_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
+	n = daemon_mrs();
+	int r2 = iovad_dev_dma_read(dev, mdma + 8, dst, 64);
+
+	iovad_dev_last_fault(dev, &f);
+	tap(!r && n == base && r2 == -EFAULT && f.reason == 1 &&
+	    iovad_iova_rkey(dev, mdma + 8, &rkey2) == -ENOENT,
+	    "unmap_phys: %s, MRs %d (back to %d), DMA read %s, reason %u, iova_rkey -ENOENT",
+	    ename(r), n, base, ename(r2), f.reason);
+
 	/* ODP: nothing registered until the device touches it */
 	struct iovad_odp *odp = NULL;
 	struct iovad_odp_stats os = { 0 };
@@ -484,10 +530,14 @@ int main(int argc, char **argv)
 		r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN, IOVAD_ACCESS_DEVICE_READ, 0, &odp);
 	if (!r)
 		r = iovad_dev_dma_read(dev, iovad_odp_iova(odp) + 0x20000, dst, 64);
+	/* and a streaming map */
+	if (!r)
+		r = iovad_map_phys(dev, iovad_mem_phys(mem) + MAP_OFF, MAP_LEN, IOVAD_DMA_TO_DEVICE,
+				   0, &mdma);
 	n = daemon_mrs();
-	tap(!r && n == base + 2,
-	    "link + sync again, fault in an ODP window (left for the teardown): %s, MRs %d",
-	    ename(r), n);
+	tap(!r && n == base + 3,
+	    "link + sync again, fault in an ODP window, map_phys (left for the teardown): %s, "
+	    "MRs %d", ename(r), n);
 	iovad_disconnect(c);
 	/* the daemon tears the session down when it sees the close: give it a moment */
 	for (int i = 0; i < 100 && (n = daemon_mrs()) != base; i++)
