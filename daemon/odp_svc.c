@@ -28,8 +28,12 @@
  * a remote access error parks it as a fault would, and what the service
  * maps becomes MRs before the retry (see odp_mrs_sync).
  *
- * Bounds: a client has at most lim.max_inflight accesses parked; beyond
- * that its connection stops being read until some are answered.
+ * Bounds: a client has at most lim.max_inflight accesses parked for the
+ * daemon's own service; beyond that its connection stops being read until
+ * some are answered. Accesses parked on the client's own answers (user
+ * faults) are bounded separately, also by lim.max_inflight: one more is
+ * refused with -EAGAIN, because stopping to read would also stop the
+ * answers that unpark them.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -663,6 +667,7 @@ static void uf_fail(struct session *s, struct ufault *uf, int status)
 		struct pfault *pf = uf->waiters;
 
 		uf->waiters = pf->next;
+		s->uparked--;
 		pf->o->r.cnt.fault_errors++;
 		pf_finish(pf, status, NULL);
 	}
@@ -695,13 +700,19 @@ static void fault_window(const struct sess_odp *o, const struct odp_settings *se
 	*wlen = hi - lo;
 }
 
-/* Park pf on a user fault of its region covering its access, raising one if needed. */
-static bool uf_park(struct session *s, struct pfault *pf)
+/*
+ * Park pf on a user fault of its region covering its access, raising one if
+ * needed. Return: 0, -EAGAIN (lim.max_inflight accesses already wait for
+ * this client's answers), -ENOMEM.
+ */
+static int uf_park(struct session *s, struct pfault *pf)
 {
 	struct sess_odp *o = pf->o;
 	uint64_t off = pf->of.off, end = pf->of.off + pf->of.len;
 	struct ufault *uf;
 
+	if (s->uparked >= s->srv->lim.max_inflight)
+		return -EAGAIN;
 	for (uf = s->ufaults; uf; uf = uf->next)
 		if (uf->o == o && uf->off <= off && end <= uf->off + uf->len &&
 		    uf->access >= pf->of.access)
@@ -709,11 +720,11 @@ static bool uf_park(struct session *s, struct pfault *pf)
 	if (!uf) {
 		uf = calloc(1, sizeof(*uf));
 		if (!uf)
-			return false;
+			return -ENOMEM;
 		uf->timer = evtimer_new(s->srv->base, uf_timeout_cb, uf);
 		if (!uf->timer) {
 			free(uf);
-			return false;
+			return -ENOMEM;
 		}
 		uf->o = o;
 		uf->id = ++s->srv->next_fault_id;
@@ -726,7 +737,8 @@ static bool uf_park(struct session *s, struct pfault *pf)
 	}
 	pf->next = uf->waiters;
 	uf->waiters = pf;
-	return true;
+	s->uparked++;
+	return 0;
 }
 
 int odp_handle_fault_done(struct session *s, const struct proto_req *req)
@@ -761,6 +773,7 @@ int odp_handle_fault_done(struct session *s, const struct proto_req *req)
 		struct pfault *pf = uf->waiters;
 
 		uf->waiters = pf->next;
+		s->uparked--;
 		pf->of.off = uf->off;
 		pf->of.len = uf->len;
 		pf->of.flags = ODP_FAULT_EXACT;
@@ -772,8 +785,8 @@ int odp_handle_fault_done(struct session *s, const struct proto_req *req)
 
 /* ==== the fault service ======================================================================= */
 
-/* Park a faulting access (or re-park after a retry faulted): true if parked. */
-static bool pf_park(struct session *s, struct pfault *pf)
+/* Park a faulting access (or re-park after a retry faulted). Return: 0, or as uf_park. */
+static int pf_park(struct session *s, struct pfault *pf)
 {
 	struct sess_odp *o = pf->o;
 
@@ -786,31 +799,32 @@ static bool pf_park(struct session *s, struct pfault *pf)
 	if (o->flags & PROTO_ODP_USER_FAULTS)
 		return uf_park(s, pf);
 	fq_push(s->srv, pf);
-	return true;
+	return 0;
 }
 
-bool odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req *req,
-		   const struct dom_fault *f)
+int odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req *req,
+		  const struct dom_fault *f)
 {
 	const struct proto_dma *d = &req->u.dma;
 	struct sess_odp *o = odp_containing(s, e, d->iova, d->len);
 	struct pfault *pf;
+	int r;
 
 	if (!o || f->iova < d->iova || f->iova - d->iova >= d->len)
-		return false;
+		return 0;
 	if (!rights_ok(o, to_dom_access(req->hdr.type))) {
 		/* Beyond the region's rights: no service, the requester gets the fault. */
 		o->r.cnt.fault_errors++;
-		return false;
+		return 0;
 	}
 	pf = calloc(1, sizeof(*pf));
 	if (!pf)
-		return false;
+		return 0;
 	if (req->hdr.type == PROTO_CMD_DMA_WRITE) {
 		pf->data = malloc(d->len);
 		if (!pf->data) {
 			free(pf);
-			return false;
+			return 0;
 		}
 		memcpy(pf->data, req->data, d->len);
 	}
@@ -823,12 +837,14 @@ bool odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_re
 	pf->len = d->len;
 	pf->f = *f;
 	pf->t0 = now_ns();
-	if (!pf_park(s, pf)) {
+	r = pf_park(s, pf);
+	if (r) {
 		pf_free(pf);
-		return false;
+		/* Out of memory: answer with the fault; too many waiting: -EAGAIN. */
+		return r == -EAGAIN ? r : 0;
 	}
 	s->parked++;
-	return true;
+	return 1;
 }
 
 /* The service made pf's pages present: run the access again. */
@@ -850,9 +866,14 @@ static void pf_retry(struct pfault *pf)
 		r = dom_dev_dma_write(pf->e->dev, pf->iova, pf->data, pf->len, &f);
 	if (r == -EFAULT && ++pf->tries < DMA_RETRIES && f.reason != DOM_FAULT_ADDRESS) {
 		/* Invalidated between the service and the retry, or a new page: again. */
+		int pr;
+
 		pf->f = f;
-		if (pf_park(s, pf))
+		pr = pf_park(s, pf);
+		if (!pr)
 			return;
+		if (pr == -EAGAIN)
+			r = -EAGAIN;
 	}
 	if (r == -EFAULT)
 		pf->f = f;
@@ -1233,6 +1254,7 @@ void odp_session_free(struct session *s)
 			n++;
 		}
 	s->parked = 0;
+	s->uparked = 0;
 	if (n || uf)
 		log_notice("session %" PRIu64 ": teardown: %u ODP regions, %u user faults "
 			   "unanswered", s->id, n, uf);

@@ -997,8 +997,14 @@ static int handle_dma(struct session *s, const struct proto_req *req)
 		r = dom_dev_dma_write(e->dev, d->iova, req->data, d->len, &f);
 	}
 	/* A fault inside an ODP region goes to the fault service; the reply comes later. */
-	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS && odp_dma_fault(s, e, req, &f))
-		return 0;
+	if (r == -EFAULT && f.reason != DOM_FAULT_ADDRESS) {
+		int pr = odp_dma_fault(s, e, req, &f);
+
+		if (pr > 0)
+			return 0;
+		if (pr < 0)
+			return pr; /* -EAGAIN: too many accesses wait for this client's answers */
+	}
 	rpy.st.status = r;
 	if (r == -EFAULT)
 		rpy.fault = (struct proto_fault){ .iova = f.iova, .access = f.access,
@@ -1327,7 +1333,12 @@ bool session_hello_done(const struct session *s)
 
 bool session_throttled(const struct session *s)
 {
-	return s && s->parked >= s->srv->lim.max_inflight;
+	/*
+	 * Only accesses the daemon itself will serve count: those parked on the
+	 * client's own answers (user faults) must not stop the daemon reading
+	 * that answer. They are bounded in odp_dma_fault instead (-EAGAIN).
+	 */
+	return s && s->parked - s->uparked >= s->srv->lim.max_inflight;
 }
 
 void session_entry(const struct session *s, struct proto_client_entry *ret)

@@ -97,6 +97,7 @@ struct session {
 	struct svec odp_spans;      /* struct odp_span, for DMA lookups */
 	struct ufault *ufaults;     /* user faults waiting for this client */
 	uint32_t parked;            /* device accesses waiting for the fault service */
+	uint32_t uparked;           /* of those, waiting for this client's own answer */
 	struct odp_totals odp_gone; /* counters of regions already deregistered */
 	struct odp_hist odp_hist;   /* fault latency over all its regions */
 };
@@ -159,9 +160,11 @@ int odp_handle_stats(struct session *s, const struct proto_req *req);
 int odp_handle_fault_done(struct session *s, const struct proto_req *req);
 int odp_handle_list(struct session *s, const struct proto_req *req);
 /* A device access by s faulted (*f) inside one of its regions? Park it for the
- * fault service: true (the reply comes later). */
-bool odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req *req,
-		   const struct dom_fault *f);
+ * fault service. Return: 1 parked (the reply comes later); 0 not an ODP fault
+ * (answer with the fault); -EAGAIN (too many accesses already wait for this
+ * client's own answers to user faults). */
+int odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req *req,
+		  const struct dom_fault *f);
 /* Is [iova, iova + len) inside one of s's regions on e's domain? */
 bool odp_dma_allowed(struct session *s, const struct dev_entry *e, uint64_t iova, uint64_t len);
 /* rxe device: if iova is in one of s's ODP regions on e, the rkey of the MR holding it

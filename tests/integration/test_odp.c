@@ -633,3 +633,70 @@ Test(odp, dereg_then_reg_again_at_the_same_iova)
 	cr_assert_eq(stats_of(k.odp).page_faults_handled, 1, "counted on the new region");
 	client_down(&k);
 }
+
+struct win_reader {
+	struct client *k;
+	uint64_t off;
+	int r;
+};
+
+static void *win_read_main(void *arg)
+{
+	struct win_reader *w = arg;
+	uint8_t buf[64];
+
+	__atomic_store_n(&w->r, iovad_dev_dma_read(w->k->dev, iovad_odp_iova(w->k->odp) + w->off,
+						   buf, sizeof(buf)), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * Accesses waiting for the client's own answers are bounded by max_inflight
+ * without stopping the daemon from reading the answers: the ones past the
+ * bound are refused with -EAGAIN, the others complete once answered.
+ */
+Test(odp_conf, user_faults_are_bounded_and_never_block_their_answers)
+{
+	enum { READERS = 6, LIMIT = 4 };
+	struct win_reader w[READERS];
+	pthread_t t[READERS];
+	struct client k;
+	int answered = 0, ok = 0, again = 0;
+
+	start_with("[limits]\nmax_inflight = 4\n[odp]\nuser_fault_timeout_ms = 20000\n");
+	client_up(&k, READERS * 16 * PG, RW, IOVAD_ODP_USER_FAULTS);
+	/* Each reader touches a window of its own: one user fault each. */
+	for (int i = 0; i < READERS; i++) {
+		w[i] = (struct win_reader){ .k = &k, .off = (uint64_t)i * 16 * PG, .r = 1 };
+		cr_assert_eq(pthread_create(&t[i], NULL, win_read_main, &w[i]), 0);
+	}
+	/* Answer what arrives until every reader is back. */
+	for (uint64_t end = mono_ms() + 20000; mono_ms() < end;) {
+		struct iovad_odp_fault f;
+		int done = 0;
+
+		if (wait_fault(k.c, &f, 50) == 0) {
+			memset((uint8_t *)iovad_mem_addr(k.mem) + f.offset, 0x7e, f.len);
+			cr_assert_eq(iovad_odp_fault_complete(k.c, f.id, 0), 0);
+			answered++;
+		}
+		for (int i = 0; i < READERS; i++)
+			done += __atomic_load_n(&w[i].r, __ATOMIC_ACQUIRE) != 1;
+		if (done == READERS)
+			break;
+	}
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(t[i], NULL);
+		if (w[i].r == 0)
+			ok++;
+		else if (w[i].r == -EAGAIN)
+			again++;
+		else
+			cr_assert_fail("reader %d: %d", i, w[i].r);
+	}
+	cr_assert_eq(ok + again, READERS);
+	cr_assert_geq(ok, LIMIT, "at least the bound's worth were served");
+	cr_assert_eq(answered, ok, "one answer per served window");
+	cr_assert(daemon_alive(&d));
+	client_down(&k);
+}

@@ -188,7 +188,8 @@ IOVAD_EXPORT int iovad_unmap_phys(struct iovad_dev *d, uint64_t dma, size_t size
  * first (the call returns when the access completed). Return: 0; -EFAULT on an I/O
  * page fault that could not be served (see iovad_dev_last_fault()), including iova
  * not inside this client's mappings or regions; -ETIMEDOUT (a user-handled fault was
- * not answered in time). */
+ * not answered in time); -EAGAIN (max_inflight accesses already wait for this client's
+ * answers to user faults). */
 IOVAD_EXPORT int iovad_dev_dma_write(struct iovad_dev *d, uint64_t iova, const void *buf,
 				     size_t len);
 IOVAD_EXPORT int iovad_dev_dma_read(struct iovad_dev *d, uint64_t iova, void *buf, size_t len);
