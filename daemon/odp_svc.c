@@ -55,8 +55,7 @@ struct sess_odp {
 	uint64_t mem_off;          /* explicit: byte of mem at region offset 0 */
 	uint64_t user_faults;
 	uint64_t user_fault_timeouts;
-	struct sess_mr *mrs;       /* rxe device: MRs over mapped granules, unordered */
-	uint32_t nmrs, mrcap;
+	struct mr_set mrs;         /* rxe device: MRs over mapped granules */
 	struct odp_region r;
 };
 
@@ -261,15 +260,8 @@ static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 			end += g;
 		if (end - lo > run)
 			end = lo + run;
-		if (o->nmrs == o->mrcap) {
-			uint32_t cap = o->mrcap ? o->mrcap * 2 : 4;
-			struct sess_mr *m = realloc(o->mrs, cap * sizeof(*m));
-
-			if (!m)
-				return -ENOMEM;
-			o->mrs = m;
-			o->mrcap = cap;
-		}
+		if (mr_set_reserve(&o->mrs))
+			return -ENOMEM;
 		r = rxe_mr_reg(o->e->rxe, va, end - lo, o->r.st.addr + lo, acc, &mr);
 		if (r) {
 			log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
@@ -278,29 +270,11 @@ static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 			if (!ret)
 				ret = r;
 		} else {
-			o->mrs[o->nmrs++] = (struct sess_mr){ lo, end - lo, mr };
+			mr_set_push(&o->mrs, lo, end - lo, mr);
 		}
 		lo = end;
 	}
 	return ret;
-}
-
-/* Deregister the MRs intersecting [lo, hi); widen [*rlo, *rhi) over what they covered. */
-static void odp_mrs_drop(struct sess_odp *o, uint64_t lo, uint64_t hi, uint64_t *rlo,
-			 uint64_t *rhi)
-{
-	for (uint32_t i = 0; i < o->nmrs;) {
-		struct sess_mr *m = &o->mrs[i];
-
-		if (m->off + m->size <= lo || m->off >= hi) {
-			i++;
-			continue;
-		}
-		*rlo = m->off < *rlo ? m->off : *rlo;
-		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
-		rxe_mr_dereg(m->mr);
-		*m = o->mrs[--o->nmrs];
-	}
 }
 
 /*
@@ -316,7 +290,7 @@ static void odp_mrs_sync(struct sess_odp *o, uint64_t off, uint64_t len)
 		return;
 	lo = off & ~(g - 1);
 	hi = len > o->r.size - off ? o->r.size : (off + len + g - 1) & ~(g - 1);
-	odp_mrs_drop(o, lo, hi, &lo, &hi);
+	mr_set_drop(&o->mrs, lo, hi, &lo, &hi, NULL, NULL);
 	(void)odp_mrs_put(o, lo, hi);
 }
 
@@ -337,26 +311,21 @@ bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, ui
 		 uint64_t *left)
 {
 	struct sess_odp *o = odp_containing(s, e, iova, 1);
+	const struct sess_mr *m;
 	uint64_t off, next;
 
 	if (!o || !e->rxe)
 		return false;
 	off = iova - o->r.st.addr;
-	next = o->r.size;
-	*rkey = RXE_RKEY_INVALID;
-	for (uint32_t i = 0; i < o->nmrs; i++) {
-		const struct sess_mr *m = &o->mrs[i];
-
-		if (off >= m->off && off - m->off < m->size) {
-			*rkey = rxe_mr_rkey(m->mr);
-			*left = m->off + m->size - off;
-			return true;
-		}
-		if (m->off > off && m->off < next)
-			next = m->off;
+	m = mr_set_at(&o->mrs, off, &next);
+	if (m) {
+		*rkey = rxe_mr_rkey(m->mr);
+		*left = m->off + m->size - off;
+		return true;
 	}
 	/* No MR: rxe refuses it up to the next MR, and the fault names its first byte. */
-	*left = next - off;
+	*rkey = RXE_RKEY_INVALID;
+	*left = (next < o->r.size ? next : o->r.size) - off;
 	return true;
 }
 
@@ -364,22 +333,17 @@ bool odp_rxe_mr(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 		uint64_t *mr_iova, uint64_t *mr_len)
 {
 	struct sess_odp *o = odp_containing(s, e, iova, 1);
-	uint64_t off;
+	const struct sess_mr *m;
 
 	if (!o || !e->rxe)
 		return false;
-	off = iova - o->r.st.addr;
-	for (uint32_t i = 0; i < o->nmrs; i++) {
-		const struct sess_mr *m = &o->mrs[i];
-
-		if (off >= m->off && off - m->off < m->size) {
-			*rkey = rxe_mr_rkey(m->mr);
-			*mr_iova = o->r.st.addr + m->off;
-			*mr_len = m->size;
-			return true;
-		}
-	}
-	return false;
+	m = mr_set_at(&o->mrs, iova - o->r.st.addr, NULL);
+	if (!m)
+		return false;
+	*rkey = rxe_mr_rkey(m->mr);
+	*mr_iova = o->r.st.addr + m->off;
+	*mr_len = m->size;
+	return true;
 }
 
 /* Invalidate [off, off + len) of a region, clipped, granule-widened. */
@@ -394,7 +358,7 @@ static void invalidate_clipped(struct sess_odp *o, uint64_t off, uint64_t len)
 	end = (end + g - 1) & ~(g - 1);
 	/* rxe: the MRs go first, then the pages; what stays mapped is registered again. */
 	if (o->e->rxe)
-		odp_mrs_drop(o, off, end, &rlo, &rhi);
+		mr_set_drop(&o->mrs, off, end, &rlo, &rhi, NULL, NULL);
 	(void)odp_invalidate(&o->r, off, end - off);
 	if (rlo < rhi)
 		(void)odp_mrs_put(o, rlo, rhi);
@@ -1191,10 +1155,7 @@ static void region_release(struct session *s, struct sess_odp *o, bool answer)
 			uf_fail(s, uf, -EFAULT);
 	}
 	/* rxe: no MR may outlive the mapping under it. */
-	for (uint32_t i = 0; i < o->nmrs; i++)
-		rxe_mr_dereg(o->mrs[i].mr);
-	free(o->mrs);
-	o->nmrs = 0;
+	mr_set_clear(&o->mrs);
 	/* The span first: fini zeroes the state the lookup is keyed by. */
 	sp = svec_find(&s->odp_spans, o->e->dom_index, o->r.st.addr);
 	if (sp)

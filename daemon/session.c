@@ -412,6 +412,69 @@ static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, 
 
 /* ==== rxe backend: link records as verbs MRs ================================================= */
 
+int mr_set_reserve(struct mr_set *set)
+{
+	if (set->n == set->cap) {
+		uint32_t cap = set->cap ? set->cap * 2 : 4;
+		struct sess_mr *v = realloc(set->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		set->v = v;
+		set->cap = cap;
+	}
+	return 0;
+}
+
+void mr_set_push(struct mr_set *set, uint64_t off, uint64_t size, struct rxe_mr *mr)
+{
+	set->v[set->n++] = (struct sess_mr){ off, size, mr };
+}
+
+const struct sess_mr *mr_set_at(const struct mr_set *set, uint64_t off, uint64_t *next)
+{
+	uint64_t nx = UINT64_MAX;
+
+	for (uint32_t i = 0; i < set->n; i++) {
+		const struct sess_mr *m = &set->v[i];
+
+		if (off >= m->off && off - m->off < m->size)
+			return m;
+		if (m->off > off && m->off < nx)
+			nx = m->off;
+	}
+	if (next)
+		*next = nx;
+	return NULL;
+}
+
+void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, uint64_t *rhi,
+		 void (*dropped)(void *arg, const struct sess_mr *m), void *arg)
+{
+	for (uint32_t i = 0; i < set->n;) {
+		struct sess_mr *m = &set->v[i];
+
+		if (m->off + m->size <= lo || m->off >= hi) {
+			i++;
+			continue;
+		}
+		if (dropped)
+			dropped(arg, m);
+		*rlo = m->off < *rlo ? m->off : *rlo;
+		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
+		rxe_mr_dereg(m->mr);
+		*m = set->v[--set->n];
+	}
+}
+
+void mr_set_clear(struct mr_set *set)
+{
+	for (uint32_t i = 0; i < set->n; i++)
+		rxe_mr_dereg(set->v[i].mr);
+	free(set->v);
+	*set = (struct mr_set){ 0 };
+}
+
 /* The rxe device a state's MRs live on (its PD), or NULL on a sim device. */
 static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss)
 {
@@ -481,15 +544,8 @@ static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, u
 			end += n->size;
 			pend += n->size;
 		}
-		if (ss->nmrs == ss->mrcap) {
-			uint32_t cap = ss->mrcap ? ss->mrcap * 2 : 4;
-			struct sess_mr *m = realloc(ss->mrs, cap * sizeof(*m));
-
-			if (!m)
-				return -ENOMEM;
-			ss->mrs = m;
-			ss->mrcap = cap;
-		}
+		if (mr_set_reserve(&ss->mrs))
+			return -ENOMEM;
 		r = rxe_mr_reg(rxe, o->va + (l->phys - o->phys), end - l->off,
 			       ss->st.addr + l->off, dir_acc(l->dir), &mr);
 		if (r) {
@@ -500,50 +556,24 @@ static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, u
 				ret = r;
 			continue;
 		}
-		ss->mrs[ss->nmrs++] = (struct sess_mr){ l->off, end - l->off, mr };
+		mr_set_push(&ss->mrs, l->off, end - l->off, mr);
 		for (uint32_t k = i; k < j; k++)
 			ss->links[k].mr = LINK_MR_REG;
 	}
 	return ret;
 }
 
-/*
- * Deregister the MRs that intersect [lo, hi); their records become PENDING.
- * Return in [*rlo, *rhi) what they covered (empty if none), for re-registering
- * what stays linked there.
- */
-static void mrs_drop(struct sess_state *ss, uint64_t lo, uint64_t hi, uint64_t *rlo,
-		     uint64_t *rhi)
+/* mr_set_drop() callback: the state's records under a dropped MR lose it. */
+static void links_lose_mr(void *arg, const struct sess_mr *m)
 {
-	*rlo = UINT64_MAX;
-	*rhi = 0;
-	for (uint32_t i = 0; i < ss->nmrs;) {
-		struct sess_mr *m = &ss->mrs[i];
+	struct sess_state *ss = arg;
 
-		if (m->off + m->size <= lo || m->off >= hi) {
-			i++;
-			continue;
-		}
-		for (uint32_t k = 0; k < ss->nlinks; k++) {
-			struct link_rec *l = &ss->links[k];
+	for (uint32_t k = 0; k < ss->nlinks; k++) {
+		struct link_rec *l = &ss->links[k];
 
-			if (l->off >= m->off && l->off < m->off + m->size)
-				l->mr = LINK_MR_PENDING;
-		}
-		*rlo = m->off < *rlo ? m->off : *rlo;
-		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
-		rxe_mr_dereg(m->mr);
-		*m = ss->mrs[--ss->nmrs];
+		if (l->off >= m->off && l->off < m->off + m->size)
+			l->mr = LINK_MR_PENDING;
 	}
-}
-
-/* The MR that holds offset off of the state, or NULL. */
-static const struct sess_mr *mr_at(const struct sess_state *ss, uint64_t off)
-{
-	for (uint32_t i = 0; i < ss->nmrs; i++)
-		if (off >= ss->mrs[i].off && off - ss->mrs[i].off < ss->mrs[i].size)
-			return &ss->mrs[i];
-	return NULL;
 }
 
 static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi);
@@ -557,13 +587,14 @@ static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t l
  */
 static void link_rec_trim(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi)
 {
-	uint64_t rlo, rhi;
+	uint64_t rlo = UINT64_MAX, rhi = 0;
 
-	if (!ss->nmrs) {
+	if (!ss->mrs.n) {
 		link_rec_forget(s, ss, lo, hi);
 		return;
 	}
-	mrs_drop(ss, lo, hi, &rlo, &rhi);
+	/* The device must not reach unlinked memory; what stays linked comes back below. */
+	mr_set_drop(&ss->mrs, lo, hi, &rlo, &rhi, links_lose_mr, ss);
 	link_rec_forget(s, ss, lo, hi);
 	if (rlo < rhi)
 		(void)mrs_register(s, ss, rlo, rhi, true);
@@ -620,7 +651,7 @@ static void state_remove(struct session *s, struct sess_state *ss)
 {
 	link_rec_trim(s, ss, 0, UINT64_MAX);
 	free(ss->links);
-	free(ss->mrs);
+	free(ss->mrs.v);
 	s->last = NULL; /* elements move */
 	svec_remove(&s->states, ss);
 }
@@ -936,7 +967,7 @@ int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 		int r;
 
 		if (ss && state_rxe(s, ss) == e->rxe && iova >= ss->st.addr) {
-			const struct sess_mr *m = mr_at(ss, iova - ss->st.addr);
+			const struct sess_mr *m = mr_set_at(&ss->mrs, iova - ss->st.addr, NULL);
 
 			if (m) {
 				uint64_t left = m->off + m->size - (iova - ss->st.addr);
@@ -1039,7 +1070,7 @@ static int handle_iova_rkey(struct session *s, const struct proto_req *req)
 	ss = svec_containing(&s->states, e->dom_index, q->iova, 1,
 			     offsetof(struct sess_state, span));
 	if (ss && state_rxe(s, ss) == e->rxe && q->iova >= ss->st.addr) {
-		const struct sess_mr *m = mr_at(ss, q->iova - ss->st.addr);
+		const struct sess_mr *m = mr_set_at(&ss->mrs, q->iova - ss->st.addr, NULL);
 
 		if (m) {
 			rpy.rkey = rxe_mr_rkey(m->mr);

@@ -30,11 +30,17 @@ struct link_rec {
 	uint8_t mr;             /* LINK_MR_*; always NONE on a sim device */
 };
 
-/* rxe backend: one MR over a run of link records, [off, off + size) from the state's addr. */
+/* rxe backend: one MR over [off, off + size) from the owner's first IOVA. */
 struct sess_mr {
 	uint64_t off;
 	uint64_t size;
 	struct rxe_mr *mr;
+};
+
+/* The MRs of one state or one ODP region: disjoint, unordered. */
+struct mr_set {
+	struct sess_mr *v;
+	uint32_t n, cap;
 };
 
 struct sess_state {
@@ -46,8 +52,7 @@ struct sess_state {
 	uint64_t linked;        /* bytes in link records */
 	struct link_rec *links;
 	uint32_t nlinks, cap;
-	struct sess_mr *mrs;    /* rxe backend: the synced records' MRs, unordered */
-	uint32_t nmrs, mrcap;
+	struct mr_set mrs;      /* rxe backend: the synced records' MRs */
 };
 
 struct sess_map {
@@ -133,6 +138,20 @@ void svec_remove(struct svec *s, void *e);
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base);
 void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
 		      size_t span_off);
+
+/* Room for one more MR (call before registering it). Return: 0, -ENOMEM. */
+int mr_set_reserve(struct mr_set *set);
+/* Add an MR; mr_set_reserve() made room. */
+void mr_set_push(struct mr_set *set, uint64_t off, uint64_t size, struct rxe_mr *mr);
+/* The MR holding offset off, or NULL; *next (may be NULL) gets the start of
+ * the first MR above off, or UINT64_MAX. */
+const struct sess_mr *mr_set_at(const struct mr_set *set, uint64_t off, uint64_t *next);
+/* Deregister the MRs intersecting [lo, hi), telling dropped (may be NULL)
+ * about each first; widen [*rlo, *rhi) over what they covered. */
+void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, uint64_t *rhi,
+		 void (*dropped)(void *arg, const struct sess_mr *m), void *arg);
+/* Deregister every MR and free the set. */
+void mr_set_clear(struct mr_set *set);
 
 uint8_t *scratch(struct session *s);
 void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
