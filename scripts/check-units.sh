@@ -76,36 +76,43 @@ for k in /usr/bin/kill /bin/kill; do
 	[ -x "$k" ] && cp "$k" "$stage/usr/bin/kill" && break
 done
 
-# ---- systemd-analyze verify --------------------------------------------------------
-# Documentation=man:... is looked up with man(1): point it at the staged pages.
-for u in iovad.service iovad.socket; do
+# ---- systemd-analyze verify and security ------------------------------------------
+# verify UNIT LABEL: a clean unit prints nothing; unknown keys and the like
+# only warn (exit 0), so the output itself is checked. Documentation=man:...
+# is looked up with man(1): point it at the staged pages.
+verify() {
 	MANPATH=$stage/usr/share/man timeout 60 systemd-analyze verify --root="$stage" \
-		--recursive-errors=no "$unitdir/$u" >"$tmp/out" 2>&1
-	rc=$?
-	# A clean unit prints nothing; unknown keys and the like only warn (exit 0).
+		--recursive-errors=no "$unitdir/$1" >"$tmp/out" 2>&1
+	local rc=$?
 	if [ "$rc" -eq 0 ] && ! grep -q . "$tmp/out"; then
-		ok "systemd-analyze verify $u"
+		ok "systemd-analyze verify $2"
 	else
 		echo "     (exit $rc)" >>"$tmp/out"
-		not_ok "systemd-analyze verify $u"
+		not_ok "systemd-analyze verify $2"
 	fi
-done
+}
 
-# ---- systemd-analyze security ------------------------------------------------------
-# systemd 252 takes --threshold= as an integer on the 0..100 scale (exposure x 10)
-# and exits non-zero when the overall exposure is above it.
+# security LABEL: iovad.service's overall exposure, at most $max_exposure.
+# systemd 252 takes --threshold= as an integer on the 0..100 scale (exposure
+# x 10) and exits non-zero when the overall exposure is above it.
 threshold=$(awk -v e="$max_exposure" 'BEGIN { printf "%d", e * 10 + 0.5 }')
-timeout 60 systemd-analyze security --offline=yes --root="$stage" --threshold="$threshold" \
-	"$unitdir/iovad.service" >"$tmp/out" 2>&1
-rc=$?
-score=$(grep -o 'Overall exposure level for .*' "$tmp/out" | tail -1)
-echo "     ${score:-no overall exposure line}"
-if [ "$rc" -eq 0 ] && [ -n "$score" ]; then
-	ok "systemd-analyze security iovad.service: exposure <= $max_exposure"
-else
-	echo "     (exit $rc)" >>"$tmp/out"
-	not_ok "systemd-analyze security iovad.service: exposure <= $max_exposure"
-fi
+security() {
+	timeout 60 systemd-analyze security --offline=yes --root="$stage" \
+		--threshold="$threshold" "$unitdir/iovad.service" >"$tmp/out" 2>&1
+	local rc=$? score
+	score=$(grep -o 'Overall exposure level for .*' "$tmp/out" | tail -1)
+	echo "     $1: ${score:-no overall exposure line}"
+	if [ "$rc" -eq 0 ] && [ -n "$score" ]; then
+		ok "systemd-analyze security $1: exposure <= $max_exposure"
+	else
+		echo "     (exit $rc)" >>"$tmp/out"
+		not_ok "systemd-analyze security $1: exposure <= $max_exposure"
+	fi
+}
+
+verify iovad.service iovad.service
+verify iovad.socket iovad.socket
+security iovad.service
 
 # ---- the rxe drop-in --------------------------------------------------------------
 # Installed opt-in; checked as an admin would enable it, in the stage's /etc.
@@ -115,26 +122,8 @@ if [ -f "$rxe" ]; then
 	ok "installed: /usr/share/iovad/rxe.conf"
 	mkdir -p "$stage/etc/systemd/system/iovad.service.d"
 	cp "$rxe" "$stage/etc/systemd/system/iovad.service.d/rxe.conf"
-	MANPATH=$stage/usr/share/man timeout 60 systemd-analyze verify --root="$stage" \
-		--recursive-errors=no "$unitdir/iovad.service" >"$tmp/out" 2>&1
-	rc=$?
-	if [ "$rc" -eq 0 ] && ! grep -q . "$tmp/out"; then
-		ok "systemd-analyze verify iovad.service with the rxe drop-in"
-	else
-		echo "     (exit $rc)" >>"$tmp/out"
-		not_ok "systemd-analyze verify iovad.service with the rxe drop-in"
-	fi
-	timeout 60 systemd-analyze security --offline=yes --root="$stage" \
-		--threshold="$threshold" "$unitdir/iovad.service" >"$tmp/out" 2>&1
-	rc=$?
-	score=$(grep -o 'Overall exposure level for .*' "$tmp/out" | tail -1)
-	echo "     with the rxe drop-in: ${score:-no overall exposure line}"
-	if [ "$rc" -eq 0 ] && [ -n "$score" ]; then
-		ok "systemd-analyze security iovad.service + rxe drop-in: exposure <= $max_exposure"
-	else
-		echo "     (exit $rc)" >>"$tmp/out"
-		not_ok "systemd-analyze security iovad.service + rxe drop-in: exposure <= $max_exposure"
-	fi
+	verify iovad.service "iovad.service with the rxe drop-in"
+	security "iovad.service + rxe drop-in"
 else
 	not_ok "installed: /usr/share/iovad/rxe.conf"
 fi
