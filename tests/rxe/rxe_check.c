@@ -26,6 +26,8 @@
 
 #include <infiniband/verbs.h>
 
+#include "tap.h"
+
 #define MR_IOVA		0x1000000000ULL	/* the "chosen IOVA": far from any VA of the buffer */
 #define MR_LEN		(64 * 1024)
 #define XFER_LEN	4096
@@ -33,24 +35,6 @@
 #define READ_OFF	16384		/* where the READ takes its bytes from */
 #define POLL_MS		10000		/* a completion later than this is a failure */
 #define PLAN		11
-
-static int test_no;
-static int failures;
-
-static void __attribute__((format(printf, 2, 3))) tap(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	test_no++;
-	if (!ok)
-		failures++;
-	printf("%sok %d - ", ok ? "" : "not ", test_no);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 static void __attribute__((noreturn)) bail(const char *why)
 {
@@ -381,6 +365,5 @@ int main(void)
 	ibv_free_device_list(list);
 	free(buf);
 	free(lbuf);
-	printf("# rxe_check: %d of %d checks failed\n", failures, test_no);
-	return failures || test_no != PLAN;
+	return tap_done("rxe_check", PLAN);
 }

@@ -42,6 +42,8 @@
 
 #include <iovad/iovad.h>
 
+#include "tap.h"
+
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
 #define PLAN	42
@@ -52,22 +54,6 @@
 #define ODP_OFF	(256 * 1024)	/* the ODP region's bytes of the memory object */
 #define ODP_LEN	(256 * 1024)
 #define WINDOW	(64 * 1024)	/* the daemon's default fault-around window */
-
-static int test_no, failures;
-
-static void __attribute__((format(printf, 2, 3))) tap(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	test_no++;
-	failures += !ok;
-	printf("%sok %d - ", ok ? "" : "not ", test_no);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 /* MRs the kernel holds for processes named iovad (rdma resource show mr). */
 static int daemon_mrs(void)
@@ -545,6 +531,5 @@ int main(int argc, char **argv)
 	tap(n == base, "after disconnect the teardown deregistered it: MRs %d", n);
 	free(src);
 	free(dst);
-	printf("# rxe_client: %d of %d checks failed\n", failures, test_no);
-	return failures || test_no != PLAN;
+	return tap_done("rxe_client", PLAN);
 }

@@ -18,27 +18,13 @@
 
 #include "rxe.h"
 
+#include "tap.h"
+
 #define IOVA		0x2000000000ULL
 #define MR_LEN		(1024 * 1024)
 #define XFER		((int)RXE_BOUNCE_SIZE + 12345)	/* spans two chunks, odd tail */
 #define OFF		(4096 + 17)			/* unaligned on both sides */
 #define PLAN		12
-
-static int test_no, failures;
-
-static void __attribute__((format(printf, 2, 3))) tap(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	test_no++;
-	failures += !ok;
-	printf("%sok %d - ", ok ? "" : "not ", test_no);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 static const char *ename(int r)
 {
@@ -152,6 +138,5 @@ int main(void)
 	free(ro);
 	free(src);
 	free(dst);
-	printf("# rxe_module_test: %d of %d checks failed\n", failures, test_no);
-	return failures || test_no != PLAN;
+	return tap_done("rxe_module_test", PLAN);
 }
