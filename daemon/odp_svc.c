@@ -622,20 +622,33 @@ static void uf_unlink(struct session *s, struct ufault *uf)
 		}
 }
 
+/*
+ * End a user fault: out of the session's list, timer gone, freed. Return
+ * the accesses that waited on it (linked through ->next), which no longer
+ * count as waiting for the client's answers.
+ */
+static struct pfault *uf_close(struct session *s, struct ufault *uf)
+{
+	struct pfault *waiters = uf->waiters;
+
+	uf_unlink(s, uf);
+	event_free(uf->timer);
+	for (struct pfault *pf = waiters; pf; pf = pf->next)
+		s->uparked--;
+	free(uf);
+	return waiters;
+}
+
 /* Fail every access waiting on uf with status, and free it. */
 static void uf_fail(struct session *s, struct ufault *uf, int status)
 {
-	uf_unlink(s, uf);
-	event_free(uf->timer);
-	while (uf->waiters) {
-		struct pfault *pf = uf->waiters;
+	struct pfault *pf = uf_close(s, uf), *next;
 
-		uf->waiters = pf->next;
-		s->uparked--;
+	for (; pf; pf = next) {
+		next = pf->next;
 		pf->o->r.cnt.fault_errors++;
 		pf_finish(pf, status, NULL);
 	}
-	free(uf);
 }
 
 static void uf_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -731,19 +744,18 @@ int odp_handle_fault_done(struct session *s, const struct proto_req *req)
 		return 0;
 	}
 	/* Resolved: map the window in this iteration's service batch, then retry. */
-	uf_unlink(s, uf);
-	event_free(uf->timer);
-	while (uf->waiters) {
-		struct pfault *pf = uf->waiters;
+	{
+		uint64_t off = uf->off, len = uf->len;
+		struct pfault *pf = uf_close(s, uf), *next;
 
-		uf->waiters = pf->next;
-		s->uparked--;
-		pf->of.off = uf->off;
-		pf->of.len = uf->len;
-		pf->of.flags = ODP_FAULT_EXACT;
-		fq_push(s->srv, pf);
+		for (; pf; pf = next) {
+			next = pf->next;
+			pf->of.off = off;
+			pf->of.len = len;
+			pf->of.flags = ODP_FAULT_EXACT;
+			fq_push(s->srv, pf);
+		}
 	}
-	free(uf);
 	return 0;
 }
 
@@ -1194,19 +1206,14 @@ void odp_session_free(struct session *s)
 		pf = next;
 	}
 	while (s->ufaults) {
-		struct ufault *u = s->ufaults;
-
 		/* A client that died mid-fault: its faults fail, counted, without replies. */
-		s->ufaults = u->next;
-		event_free(u->timer);
-		while (u->waiters) {
-			struct pfault *w = u->waiters;
+		struct pfault *w = uf_close(s, s->ufaults), *next;
 
-			u->waiters = w->next;
-			u->o->r.cnt.fault_errors++;
+		for (; w; w = next) {
+			next = w->next;
+			w->o->r.cnt.fault_errors++;
 			pf_free(w);
 		}
-		free(u);
 		uf++;
 	}
 	for (uint32_t i = 0; i < s->nodp_slots; i++)
