@@ -12,6 +12,7 @@
  * proto_decode_event is the client's side: the daemon's unsolicited events.
  */
 #include "proto.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -42,6 +43,7 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
 	[PROTO_CMD_FAULT_DONE] = sizeof(struct proto_fault_done),
 	[PROTO_CMD_LIST_ODP] = sizeof(struct proto_list),
 	[PROTO_CMD_IOVA_RKEY] = sizeof(struct proto_iova_rkey),
+	[PROTO_CMD_RING_SETUP] = sizeof(struct proto_ring_setup),
 };
 
 /*
@@ -51,6 +53,8 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
  */
 static uint16_t req_since(uint16_t type)
 {
+	if (type >= PROTO_CMD_RING_SETUP)
+		return PROTO_VERSION_RING;
 	if (type >= PROTO_CMD_IOVA_RKEY)
 		return PROTO_VERSION_RKEY;
 	return type >= PROTO_CMD_ODP_REG ? PROTO_VERSION_ODP : PROTO_VERSION_MIN;
@@ -80,6 +84,7 @@ static const char *const cmd_names[PROTO_CMD_MAX] = {
 	[PROTO_CMD_FAULT_DONE] = "FAULT_DONE",
 	[PROTO_CMD_LIST_ODP] = "LIST_ODP",
 	[PROTO_CMD_IOVA_RKEY] = "IOVA_RKEY",
+	[PROTO_CMD_RING_SETUP] = "RING_SETUP",
 };
 
 const char *proto_cmd_name(uint16_t type)
@@ -205,6 +210,8 @@ static int check_reserved(const struct proto_req *r)
 		return r->u.fault_done.reserved ? -EINVAL : 0;
 	case PROTO_CMD_IOVA_RKEY:
 		return r->u.iova_rkey.reserved ? -EINVAL : 0;
+	case PROTO_CMD_RING_SETUP:
+		return r->u.ring_setup.flags || r->u.ring_setup.reserved ? -EINVAL : 0;
 	default:
 		return 0;
 	}
@@ -292,6 +299,12 @@ static int check_ranges(const struct proto_req *r, const struct proto_limits *li
 	case PROTO_CMD_IOVA_RKEY:
 		/* Handle 0 is never a device; any IOVA is a question the daemon can answer. */
 		return r->u.iova_rkey.dev ? 0 : -EINVAL;
+	case PROTO_CMD_RING_SETUP: {
+		const struct proto_ring_setup *g = &r->u.ring_setup;
+
+		/* Powers of two within the protocol's bounds; the daemon's own limit is tighter. */
+		return proto_ring_size_ok(g->sq_size) && proto_ring_size_ok(g->cq_size) ? 0 : -EINVAL;
+	}
 	default:
 		return 0;
 	}

@@ -14,6 +14,9 @@
  *   3  remote peers: IOVA_RKEY, the rkey of the verbs MR that covers an IOVA
  *      of the client's on an rxe device, to hand to an RDMA peer of the
  *      daemon's rdma_cm listener.
+ *   4  shared-memory rings: RING_SETUP hands the daemon a sealed memfd with
+ *      a submission and a completion ring, and two eventfd doorbells (see
+ *      ring.h). The rings carry the same frames as the socket.
  *
  * Framing: a SOCK_STREAM Unix socket carries frames. Every frame starts with
  * struct proto_hdr; hdr.len is the whole frame, header included. Requests
@@ -38,9 +41,10 @@
 
 #define PROTO_MAGIC        0x44564f49u /* "IOVD" */
 #define PROTO_VERSION_MIN  1
-#define PROTO_VERSION_MAX  3
+#define PROTO_VERSION_MAX  4
 #define PROTO_VERSION_ODP  2  /* the first version with the ODP messages */
 #define PROTO_VERSION_RKEY 3  /* the first version with IOVA_RKEY */
+#define PROTO_VERSION_RING 4  /* the first version with RING_SETUP */
 #define PROTO_VERSION      PROTO_VERSION_MAX
 
 /* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
@@ -76,6 +80,7 @@ enum proto_cmd {
 	PROTO_CMD_FAULT_DONE = 21,
 	PROTO_CMD_LIST_ODP = 22,      /* admin */
 	PROTO_CMD_IOVA_RKEY = 23,     /* version 3 and later from here on */
+	PROTO_CMD_RING_SETUP = 24,    /* version 4 and later from here on */
 	PROTO_CMD_MAX,
 };
 #define PROTO_RPY        0x8000u
@@ -443,7 +448,7 @@ struct proto_client_entry {
 	uint32_t pid;
 	uint32_t uid;
 	uint32_t gid;
-	uint32_t reserved;
+	uint32_t flags;       /* PROTO_CLIENT_*, version 4 on; 0 to older sessions */
 	uint64_t mems;
 	uint64_t mem_bytes;
 	uint64_t states;
@@ -451,6 +456,8 @@ struct proto_client_entry {
 	uint64_t linked_bytes;
 	uint64_t requests;
 };
+
+#define PROTO_CLIENT_RINGS 0x1u  /* the session set up shared-memory rings */
 
 struct proto_map_entry {
 	uint32_t dev;         /* index in LIST_DEVICES order */
@@ -526,6 +533,30 @@ _Static_assert(offsetof(struct proto_op, iova) == 8, "op.iova offset");
 _Static_assert(offsetof(struct proto_op, attrs) == 40, "op.attrs offset");
 _Static_assert(offsetof(struct proto_hello_rpy, session_id) == 24, "hello session_id offset");
 
+/*
+ * RING_SETUP (version 4): the frame carries three fds as SCM_RIGHTS, in this
+ * order: the ring memfd (sealed F_SEAL_SHRINK | F_SEAL_GROW, exactly
+ * PROTO_RING_HDR_SIZE + sq_size + cq_size bytes), the daemon's doorbell
+ * (an eventfd the client writes) and the client's (an eventfd the daemon
+ * writes). Sizes are powers of two, at least twice the negotiated
+ * max_frame, at most the daemon's [rings] max_size.
+ */
+struct proto_ring_setup {
+	uint32_t sq_size;
+	uint32_t cq_size;
+	uint32_t flags;      /* reserved: 0 */
+	uint32_t reserved;
+};
+
+struct proto_ring_setup_rpy {
+	struct proto_status st;
+	uint32_t spin_us;    /* how long the daemon polls an active ring before it sleeps */
+	uint32_t reserved;
+};
+
+PROTO_CHECK(proto_ring_setup, 16);
+PROTO_CHECK(proto_ring_setup_rpy, 16);
+
 /* ---- decoding ------------------------------------------------------------ */
 
 /* Per-connection negotiated state the decoder checks frames against. */
@@ -554,6 +585,7 @@ struct proto_req {
 		struct proto_mem_range mem_range;
 		struct proto_fault_done fault_done;
 		struct proto_iova_rkey iova_rkey;
+		struct proto_ring_setup ring_setup;
 	} u;
 	const uint8_t *ops;       /* BATCH: count x struct proto_op, validated */
 	const uint8_t *data;      /* DMA_WRITE: len bytes */

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "proto.h"
+#include "ring.h"
 
 #define HDR sizeof(struct proto_hdr)
 #define BODY(t, f) (HDR + offsetof(t, f))
@@ -38,10 +39,13 @@ static const struct proto_limits lim2 = { PROTO_VERSION_ODP, PROTO_FRAME_DEFAULT
 static const struct proto_limits lim2_tight = { PROTO_VERSION_ODP, PROTO_FRAME_MIN, 4 };
 static const struct proto_limits lim3 = { PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
 					  PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim4 = { PROTO_VERSION_RING, PROTO_FRAME_DEFAULT,
+					  PROTO_BATCH_DEFAULT };
 
 /* The version-2 request types, in order; then version 3's. */
 #define V2_FIRST PROTO_CMD_ODP_REG
 #define V3_FIRST PROTO_CMD_IOVA_RKEY
+#define V4_FIRST PROTO_CMD_RING_SETUP
 #define NV2 (V3_FIRST - V2_FIRST)
 
 /* Room for the largest frame plus slack for unaligned placement. */
@@ -77,6 +81,8 @@ static void set_version(uint8_t *b, uint16_t version)
 /* The first version that has a request type (what PROTOCOL.md's table says); 1 if none has. */
 static uint16_t type_version(uint16_t type)
 {
+	if (type >= V4_FIRST && type < PROTO_CMD_MAX)
+		return PROTO_VERSION_RING;
 	if (type >= V3_FIRST && type < PROTO_CMD_MAX)
 		return PROTO_VERSION_RKEY;
 	return type >= V2_FIRST && type < PROTO_CMD_MAX ? PROTO_VERSION_ODP : 1;
@@ -87,6 +93,8 @@ static const struct proto_limits *lim_for(uint16_t type)
 {
 	if (type == PROTO_CMD_HELLO)
 		return &lim0;
+	if (type_version(type) == PROTO_VERSION_RING)
+		return &lim4;
 	if (type_version(type) == PROTO_VERSION_RKEY)
 		return &lim3;
 	return type_version(type) == 1 ? &lim1 : &lim2;
@@ -255,6 +263,12 @@ static size_t valid_frame(uint8_t *b, uint16_t type)
 
 		return frame(b, type, &k, sizeof(k));
 	}
+	case PROTO_CMD_RING_SETUP: {
+		struct proto_ring_setup g = { .sq_size = PROTO_RING_DEFAULT,
+					      .cq_size = PROTO_RING_SIZE_MIN };
+
+		return frame(b, type, &g, sizeof(g));
+	}
 	default:
 		cr_assert_fail("no valid frame for type %u", type);
 		return 0;
@@ -308,6 +322,8 @@ static long fixed_body(uint16_t type)
 		return sizeof(struct proto_fault_done);
 	case PROTO_CMD_IOVA_RKEY:
 		return sizeof(struct proto_iova_rkey);
+	case PROTO_CMD_RING_SETUP:
+		return sizeof(struct proto_ring_setup);
 	default:
 		return -1;
 	}
@@ -731,6 +747,9 @@ Test(proto_decode, rejects_nonzero_reserved)
 		{ PROTO_CMD_FAULT_DONE, BODY(struct proto_fault_done, reserved), 4 },
 		/* version 3 */
 		{ PROTO_CMD_IOVA_RKEY, BODY(struct proto_iova_rkey, reserved), 4 },
+		/* version 4 */
+		{ PROTO_CMD_RING_SETUP, BODY(struct proto_ring_setup, flags), 4 },
+		{ PROTO_CMD_RING_SETUP, BODY(struct proto_ring_setup, reserved), 4 },
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -782,11 +801,15 @@ Test(proto_decode, hello_ranges)
 		{ { 2, 2, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 2, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 3, 2, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
-		/* Version 3, and nothing above it. */
+		/* Version 3. */
 		{ { 3, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 1, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
-		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
 		{ { 4, 3, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
+		/* Version 4, and nothing above it. */
+		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 1, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 5, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 5, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
 		{ { 1, 1, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL },
 		{ { 1, 1, 0, 1, 0 }, -EINVAL },
 		{ { 1, 1, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL },
@@ -1912,6 +1935,8 @@ static void robustness(uint64_t seed, unsigned int iters)
 		if (rnd_below(&rng, 4)) {
 			if (t == PROTO_CMD_HELLO)
 				lim = &lim0;
+			else if (type_version(t) == PROTO_VERSION_RING)
+				lim = &lim4;
 			else if (type_version(t) == PROTO_VERSION_RKEY)
 				lim = &lim3;
 			else if (type_version(t) == PROTO_VERSION_ODP)
@@ -2131,4 +2156,65 @@ Test(proto_v3, iova_rkey_reply_checks)
 	put32(out, HDR, 0);
 	cr_assert_eq(proto_check_reply(out, h.len, PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
 				       PROTO_CMD_IOVA_RKEY, sizeof(out)), -EBADMSG);
+}
+
+/* ---- version 4: shared-memory rings -------------------------------------------------------- */
+
+Test(proto_v4, ring_setup_decodes)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_RING_SETUP);
+	struct proto_req req;
+
+	cr_assert_eq(proto_decode_request(buf, len, &lim4, &req), 0);
+	cr_assert_eq(req.hdr.version, PROTO_VERSION_RING);
+	cr_assert_eq(req.u.ring_setup.sq_size, PROTO_RING_DEFAULT);
+	cr_assert_eq(req.u.ring_setup.cq_size, PROTO_RING_SIZE_MIN);
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_RING_SETUP), "RING_SETUP");
+}
+
+Test(proto_v4, older_sessions_do_not_know_ring_setup)
+{
+	static const struct proto_limits *older[] = { &lim1, &lim2, &lim3 };
+
+	for (size_t i = 0; i < sizeof(older) / sizeof(older[0]); i++) {
+		size_t len = valid_frame(buf, PROTO_CMD_RING_SETUP);
+
+		set_version(buf, older[i]->version);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", older[i]->version);
+	}
+	cr_assert_eq(decode(buf, valid_frame(buf, PROTO_CMD_RING_SETUP), &lim0), -EPROTONOSUPPORT);
+}
+
+Test(proto_v4, ring_sizes_are_powers_of_two_within_bounds)
+{
+	static const struct {
+		uint32_t sq, cq;
+		int want;
+	} cases[] = {
+		{ PROTO_RING_SIZE_MIN, PROTO_RING_SIZE_MIN, 0 },
+		{ PROTO_RING_SIZE_MAX, PROTO_RING_SIZE_MAX, 0 },
+		{ PROTO_RING_SIZE_MIN / 2, PROTO_RING_SIZE_MIN, -EINVAL },
+		{ PROTO_RING_SIZE_MIN, PROTO_RING_SIZE_MAX * 2, -EINVAL },
+		{ PROTO_RING_DEFAULT + 4096, PROTO_RING_DEFAULT, -EINVAL },
+		{ PROTO_RING_DEFAULT, PROTO_RING_DEFAULT - 8, -EINVAL },
+		{ 0, PROTO_RING_DEFAULT, -EINVAL },
+		{ PROTO_RING_DEFAULT, UINT32_MAX, -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct proto_ring_setup g = { .sq_size = cases[i].sq, .cq_size = cases[i].cq };
+		size_t len = frame(buf, PROTO_CMD_RING_SETUP, &g, sizeof(g));
+
+		cr_assert_eq(decode(buf, len, &lim4), cases[i].want, "case %zu", i);
+	}
+	/* Reserved fields are judged before the sizes. */
+	{
+		struct proto_ring_setup g = { .sq_size = 3, .cq_size = 3, .flags = 1 };
+		size_t len = frame(buf, PROTO_CMD_RING_SETUP, &g, sizeof(g));
+
+		cr_assert_eq(decode(buf, len, &lim4), -EINVAL);
+		set_len(buf, len + 8);
+		memset(buf + len, 0, 8);
+		cr_assert_eq(decode(buf, len + 8, &lim4), -EBADMSG);
+	}
 }
