@@ -7,6 +7,7 @@
  * (Debian's libinih is built without INI_HANDLER_LINENO).
  */
 #include "config.h"
+#include "ring.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -494,6 +495,30 @@ static bool good_name(const char *n)
 	return true;
 }
 
+static int rings_key(struct parse *p, const char *k, const char *v)
+{
+	struct ring_settings *g = &p->c->rings;
+	uint64_t x;
+
+	if (!strcmp(k, "enable")) {
+		if (!parse_bool(v, &g->enable))
+			return BAD(k, v, "yes or no");
+	} else if (!strcmp(k, "spin_us")) {
+		if (!parse_u32(v, 0, 1000000, &g->spin_us))
+			return BAD(k, v, "a number from 0 to 1000000");
+	} else if (!strcmp(k, "spin_max_us")) {
+		if (!parse_u32(v, 0, 1000000, &g->spin_max_us))
+			return BAD(k, v, "a number from 0 to 1000000");
+	} else if (!strcmp(k, "max_size")) {
+		if (!parse_size(v, &x) || x > UINT32_MAX || !proto_ring_size_ok((uint32_t)x))
+			return BAD(k, v, "a power of two from 8K to 64M");
+		g->max_size = (uint32_t)x;
+	} else {
+		return fail(p, -EINVAL, "unknown key '%s' in [rings]", k);
+	}
+	return 1;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse *p = user;
@@ -510,6 +535,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		return limits_key(p, key, value);
 	if (!strcmp(section, "odp"))
 		return odp_key(p, key, value);
+	if (!strcmp(section, "rings"))
+		return rings_key(p, key, value);
 	if (!strncmp(section, "domain ", 7) || !strncmp(section, "device ", 7)) {
 		/* The file describes the topology: the built-in device set goes. */
 		if (!p->had_device) {
@@ -597,6 +624,12 @@ void config_defaults(struct config *c)
 		.window = ODP_WINDOW_DEFAULT,
 		.implicit_size = UINT64_C(1) << 40,
 		.user_fault_timeout_ms = 5000,
+	};
+	c->rings = (struct ring_settings){
+		.enable = true,
+		.spin_us = 50,
+		.spin_max_us = 1000,
+		.max_size = 4u << 20,
 	};
 	/* The default set, each device on a domain of its own. */
 	add_default(c, "sim0", (struct dom_config){ 0 }, 64, false);
@@ -728,6 +761,8 @@ void config_print(const struct config *c, FILE *f)
 		"M\nuser_fault_timeout_ms = %u\n", c->odp.window >> 10,
 		c->odp.sync == ODP_SYNC_PER_PAGE ? "per-page" : "batch", c->odp.implicit_size >> 20,
 		c->odp.user_fault_timeout_ms);
+	fprintf(f, "\n[rings]\nenable = %s\nspin_us = %u\nspin_max_us = %u\nmax_size = %uK\n",
+		yn(c->rings.enable), c->rings.spin_us, c->rings.spin_max_us, c->rings.max_size >> 10);
 	for (unsigned int i = 0; i < c->ndoms; i++) {
 		const struct dom_config *d = &c->doms[i].dom;
 

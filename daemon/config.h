@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * config.h - /etc/iovad/iovad.conf: devices and domains, the access policy,
- * per-client limits, the ODP fault service, the I/O backend and the log level.
+ * per-client limits, the ODP fault service, the shared-memory rings, the I/O
+ * backend and the log level.
  *
  * Parsed with libinih. Every key has a default (docs/iovad.conf.example
  * lists them all); an unknown section or key, or a bad value, is an error
@@ -56,6 +57,7 @@ struct config {
 	int log_level;
 	struct limits lim;
 	struct odp_settings odp;
+	struct ring_settings rings;
 	bool allow_socket_group;
 	uid_t uids[CFG_MAX_IDS];
 	unsigned int nuids;

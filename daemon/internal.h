@@ -9,6 +9,7 @@
  *   server.c   listening sockets (own and socket-activated), connections,
  *              framing, backpressure; the epoll transport (libevent)
  *   uring.c    the io_uring transport (batched recvmsg/sendmsg)
+ *   ring.c     shared-memory rings per session, and the loop that polls them
  *   session.c  one per connection: credentials, limits, the client's
  *              devices, memory, IOVA states and mappings; request dispatch
  *              into the domain engine; teardown on disconnect
@@ -109,6 +110,14 @@ struct odp_settings {
 	uint32_t user_fault_timeout_ms;
 };
 
+/* [rings]: the shared-memory rings (ring.c) */
+struct ring_settings {
+	bool enable;          /* offer RING_SETUP */
+	uint32_t spin_us;     /* poll an active ring this long after its last work, then sleep */
+	uint32_t spin_max_us; /* ...or up to this long for a ring whose work comes back soon */
+	uint32_t max_size;    /* largest submission or completion ring a client may set up */
+};
+
 struct policy {
 	uid_t self_uid;           /* and root: always allowed */
 	gid_t sock_gid;           /* members of the socket's group are allowed... */
@@ -133,6 +142,9 @@ struct srv_stats {
 	uint64_t leaked_maps;
 	uint64_t leaked_mems;
 	uint64_t denied;
+	uint64_t rings_total;     /* sessions that set up rings */
+	uint64_t ring_frames;     /* frames taken from submission rings (also in frames_in) */
+	uint64_t ring_violations; /* sessions ended for breaking their ring */
 };
 
 struct conn;
@@ -172,6 +184,10 @@ struct srv {
 	struct odp_totals odp_gone;/* regions already deregistered */
 	struct odp_hist odp_hist;  /* fault latency, daemon-wide */
 	struct peers *peers;       /* rdma_listen: remote RDMA peers (peers.c); NULL when off */
+	/* shared-memory rings (ring.c) */
+	struct ring_settings rings;
+	struct ring_chan *ring_active; /* rings being polled */
+	uint32_t nring_active;
 	bool stopping;
 };
 
@@ -214,6 +230,8 @@ struct conn {
 void conn_input(struct conn *c);
 /* Called by a transport when replies drained to the low-water mark (may free c). */
 void conn_output_drained(struct conn *c);
+/* A connection marked dead outside conn_input: stop reading, flush, close (may free c). */
+void conn_finish(struct conn *c);
 /* Called by a transport when the peer closed or the socket failed. */
 void conn_closed(struct conn *c, int err);
 /* Transport hooks (set by the selected backend). */
@@ -245,6 +263,29 @@ void uring_io_fini(struct srv *s);
 /* Return: 0, -ENOMEM. */
 int odp_svc_init(struct srv *s);
 void odp_svc_fini(struct srv *s);
+/* Run the fault service now if faults wait for it (the ring poller's shortcut). */
+void odp_svc_poll(struct srv *s);
+
+/* ---- ring.c: shared-memory rings ---------------------------------------------------- */
+
+struct ring_chan;
+struct proto_ring_setup_rpy;
+/* The loop: libevent, plus polling of active rings. Returns when the loop is broken. */
+void srv_run(struct srv *s);
+/* RING_SETUP: takes the frame's three fds. *ret must be NULL (else -EEXIST). */
+int ring_setup(struct session *sess, const struct proto_req *req, struct ring_chan **ret,
+	       struct proto_ring_setup_rpy *rpy);
+void ring_free(struct ring_chan *ch);
+/* Queue one frame into the completion ring (or its overflow, when full). */
+void ring_send(struct ring_chan *ch, const struct proto_hdr *h, const void *body, size_t blen);
+/* Publish the ring's counters and wake the client if it sleeps. */
+void ring_publish(struct ring_chan *ch);
+/* Before a socket frame: run what the ring holds. Return: false if some had to wait. */
+bool ring_drained_for_socket(struct ring_chan *ch);
+/* Something the ring waited on changed (e.g. parked accesses were answered): poll it. */
+void ring_kick(struct ring_chan *ch);
+void ring_stats(const struct ring_chan *ch, uint64_t *frames, uint64_t *doorbells,
+		uint64_t *wakeups);
 
 /* ---- session.c ----------------------------------------------------------------- */
 
@@ -253,6 +294,12 @@ struct session *session_new(struct srv *s, struct conn *c, pid_t pid, uid_t uid,
 void session_free(struct session *sess);
 /* Handle one complete frame; replies are appended to the connection's output. */
 void session_frame(struct session *sess, const uint8_t *frame, size_t len);
+/* The same, for a frame from the submission ring: its replies go to the completion ring. */
+void session_frame_from(struct session *sess, const uint8_t *frame, size_t len, bool ring);
+/* The session's ring, NULL without one. */
+struct ring_chan *session_ring(const struct session *sess);
+uint32_t session_max_frame(const struct session *sess);
+pid_t session_pid(const struct session *sess);
 uint64_t session_id(const struct session *sess);
 bool session_hello_done(const struct session *sess);
 /* Too many of its device accesses wait for faults: stop reading its requests. */

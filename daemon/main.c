@@ -280,11 +280,13 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		apply_policy(s, cfg);
 		s->lim = cfg->lim;
 		s->odp = cfg->odp;
+		/* Rings already set up stay; the new settings apply to polling and to new ones. */
+		s->rings = cfg->rings;
 		if (!same_devices(cfg, m->cfg))
 			log_warn("SIGHUP: device and domain changes take effect at the next start");
 		free(cfg);
 	}
-	log_notice("SIGHUP: %s reloaded (policy, limits, odp), %u clients kept",
+	log_notice("SIGHUP: %s reloaded (policy, limits, odp, rings), %u clients kept",
 		   m->config ? m->config : "built-in configuration", s->nconns);
 	(void)sd_notify(0, "READY=1");
 	srv_notify_status(s);
@@ -335,6 +337,7 @@ int main(int argc, char **argv)
 	s.pol.self_uid = getuid();
 	s.lim = cfg->lim;
 	s.odp = cfg->odp;
+	s.rings = cfg->rings;
 	apply_policy(&s, cfg);
 	m.srv = &s;
 	m.cfg = cfg;
@@ -398,7 +401,8 @@ int main(int argc, char **argv)
 		(void)sd_notify(0, "WATCHDOG=1");
 	srv_notify_status(&s);
 
-	event_base_dispatch(s.base);
+	/* The loop, polling active shared-memory rings between libevent passes (ring.c). */
+	srv_run(&s);
 
 	/* Reverse order: clients (teardown and leak reports), transport, devices. */
 	srv_stop_listening(&s);

@@ -74,6 +74,7 @@ struct pfault {
 	struct odp_fault of;       /* what the service is asked to map */
 	uint64_t t0;
 	uint8_t *data;             /* DMA_WRITE: the payload */
+	bool ring;                 /* the request came on the ring: so does the reply */
 };
 
 /* A fault handed to the client (PROTO_ODP_USER_FAULTS). */
@@ -510,17 +511,6 @@ err_free:
 
 /* ==== answering parked accesses ====================================================== */
 
-static void reply_id(struct session *s, uint64_t id, uint16_t type, const void *body, size_t len)
-{
-	struct proto_hdr h;
-
-	proto_hdr_init(&h, s->plim.version, type, (uint32_t)(sizeof(h) + len), id);
-	evbuffer_add(s->conn->out, &h, sizeof(h));
-	if (len)
-		evbuffer_add(s->conn->out, body, len);
-	srv_transport(s->srv)->kick_write(s->conn);
-}
-
 static void pf_free(struct pfault *pf)
 {
 	free(pf->data);
@@ -551,12 +541,21 @@ static void pf_finish(struct pfault *pf, int status, const void *data)
 		/* A retried read already left its bytes in place (data == out + sizeof(rpy)). */
 		if (status == 0 && rd && data != out + sizeof(rpy))
 			memcpy(out + sizeof(rpy), data, pf->len);
-		reply_id(s, pf->id, pf->type | PROTO_RPY, out,
+		sess_send(s, pf->ring, pf->id, pf->type | PROTO_RPY, out,
 			 sizeof(rpy) + (status == 0 && rd ? pf->len : 0));
 		s->parked--;
 		conn_unthrottle(s->conn);
 	}
 	pf_free(pf);
+}
+
+static void service_cb(evutil_socket_t fd, short what, void *arg);
+
+void odp_svc_poll(struct srv *v)
+{
+	/* The event stays active and finds an empty queue: harmless. */
+	if (v->fq_head)
+		service_cb(-1, 0, v);
 }
 
 static void fq_push(struct srv *v, struct pfault *pf)
@@ -609,7 +608,8 @@ static void uf_send(struct session *s, struct ufault *uf)
 	uf->seq = uf->o->r.seq;
 	uf->raised++;
 	uf->o->user_faults++;
-	reply_id(s, 0, PROTO_EVT_FAULT, &ev, sizeof(ev));
+	/* Events take the ring when there is one: a client polling it sees them soonest. */
+	sess_send(s, true, 0, PROTO_EVT_FAULT, &ev, sizeof(ev));
 	evtimer_add(uf->timer, &tv);
 }
 
@@ -808,6 +808,7 @@ int odp_dma_fault(struct session *s, struct dev_entry *e, const struct proto_req
 	pf->o = o;
 	pf->id = req->hdr.id;
 	pf->type = req->hdr.type;
+	pf->ring = s->in_ring;
 	pf->e = e;
 	pf->iova = d->iova;
 	pf->len = d->len;
@@ -868,6 +869,8 @@ static void service_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (!list)
+		return; /* the ring poller ran it already (odp_svc_poll) */
 	v->fq_head = NULL;
 	v->fq_tail = &v->fq_head;
 	for (pf = list; pf; pf = pf->next)

@@ -190,6 +190,13 @@ static void conn_set_paused(struct conn *c, bool pause)
 	srv_transport(c->srv)->pause_read(c, pause);
 }
 
+void conn_finish(struct conn *c)
+{
+	conn_set_paused(c, true);
+	srv_transport(c->srv)->kick_write(c);
+	(void)conn_maybe_finish(c);
+}
+
 void conn_input(struct conn *c)
 {
 	struct srv *s = c->srv;
@@ -226,6 +233,9 @@ void conn_input(struct conn *c)
 			break;
 		}
 		if (avail < (size_t)flen)
+			break;
+		/* What the client put in its ring before this frame goes first. */
+		if (session_ring(c->sess) && !ring_drained_for_socket(session_ring(c->sess)))
 			break;
 		p = evbuffer_pullup(c->in, flen);
 		s->stats.frames_in++;
@@ -273,6 +283,9 @@ void conn_output_drained(struct conn *c)
 
 void conn_unthrottle(struct conn *c)
 {
+	/* The ring stopped taking requests too: poll it again. */
+	if (session_ring(c->sess))
+		ring_kick(session_ring(c->sess));
 	if (c->dead || !c->read_paused || session_throttled(c->sess) ||
 	    evbuffer_get_length(c->out) > c->srv->lim.out_low)
 		return;

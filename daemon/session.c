@@ -114,17 +114,33 @@ uint8_t *scratch(struct session *s)
 	return s->srv->scratch;
 }
 
-/* Append a reply: header, then body (status first). */
-void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
-	   size_t len)
+void sess_send(struct session *s, bool ring, uint64_t id, uint16_t type, const void *body,
+	       size_t len)
 {
 	struct proto_hdr h;
 	uint16_t version = s->plim.version ? s->plim.version : PROTO_VERSION;
 
-	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), req->hdr.id);
+	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), id);
+	if (ring && s->ring) {
+		ring_send(s->ring, &h, body, len);
+		/* Inside a ring pass the poller publishes once at the end. */
+		if (!s->in_ring)
+			ring_publish(s->ring);
+		return;
+	}
 	evbuffer_add(s->conn->out, &h, sizeof(h));
 	if (len)
 		evbuffer_add(s->conn->out, body, len);
+	/* From a frame's handler, conn_input writes once after the frame. */
+	if (!s->in_frame)
+		srv_transport(s->srv)->kick_write(s->conn);
+}
+
+/* A reply: header, then body (status first), on the channel the request came on. */
+void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
+	   size_t len)
+{
+	sess_send(s, s->in_ring, req->hdr.id, type, body, len);
 }
 
 void reply_status(struct session *s, const struct proto_req *req, int status)
@@ -1177,6 +1193,9 @@ static int handle_list(struct session *s, const struct proto_req *req)
 
 			if (cur && cur->sess)
 				session_entry(cur->sess, &ce);
+			/* Version 4 defined the former reserved field: older sessions see 0. */
+			if (s->plim.version < PROTO_VERSION_RING)
+				ce.flags = 0;
 			if (cur)
 				cur = cur->next;
 			memcpy(p, &ce, sizeof(ce));
@@ -1233,12 +1252,50 @@ static int handle_hello(struct session *s, const struct proto_req *req)
 	return 0;
 }
 
+static int handle_ring_setup(struct session *s, const struct proto_req *req)
+{
+	struct proto_ring_setup_rpy rpy = { 0 };
+	int r;
+
+	/* Its fds travel on the socket: on the ring it would take someone else's. */
+	if (s->in_ring)
+		return -EINVAL;
+	r = ring_setup(s, req, &s->ring, &rpy);
+	if (r)
+		return r;
+	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	return 0;
+}
+
+void session_frame_from(struct session *s, const uint8_t *frame, size_t len, bool ring)
+{
+	s->in_ring = ring;
+	session_frame(s, frame, len);
+	s->in_ring = false;
+}
+
+struct ring_chan *session_ring(const struct session *s)
+{
+	return s->ring;
+}
+
+uint32_t session_max_frame(const struct session *s)
+{
+	return s->max_frame;
+}
+
+pid_t session_pid(const struct session *s)
+{
+	return s->pid;
+}
+
 void session_frame(struct session *s, const uint8_t *frame, size_t len)
 {
 	struct proto_req req;
 	int r;
 
 	s->requests++;
+	s->in_frame = true;
 	r = proto_decode_request(frame, len, &s->plim, &req);
 	if (r) {
 		s->srv->stats.frames_bad++;
@@ -1250,10 +1307,12 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 			reply(s, &req, PROTO_RPY_ERROR, &(struct proto_status){ .status = r },
 			      sizeof(struct proto_status));
 			s->conn->dead = true;
+			s->in_frame = false;
 			return;
 		}
 		reply(s, &req, r == -ENOSYS ? PROTO_RPY_ERROR : req.hdr.type | PROTO_RPY,
 		      &(struct proto_status){ .status = r }, sizeof(struct proto_status));
+		s->in_frame = false;
 		return;
 	}
 	switch (req.hdr.type) {
@@ -1270,7 +1329,8 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 		r = handle_dev_stats(s, &req);
 		break;
 	case PROTO_CMD_MEM_IMPORT:
-		r = handle_mem_import(s, &req);
+		/* Its fd travels on the socket: on the ring it would take someone else's. */
+		r = s->in_ring ? -EINVAL : handle_mem_import(s, &req);
 		break;
 	case PROTO_CMD_MEM_FREE:
 		r = handle_mem_free(s, &req);
@@ -1312,6 +1372,9 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 	case PROTO_CMD_IOVA_RKEY:
 		r = handle_iova_rkey(s, &req);
 		break;
+	case PROTO_CMD_RING_SETUP:
+		r = handle_ring_setup(s, &req);
+		break;
 	case PROTO_CMD_STATUS:
 		r = is_admin(s) ? handle_status(s, &req) : -EPERM;
 		break;
@@ -1326,6 +1389,7 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 	}
 	if (r)
 		reply_status(s, &req, r);
+	s->in_frame = false;
 }
 
 /* ==== lifetime ================================================================================ */
@@ -1382,6 +1446,7 @@ void session_entry(const struct session *s, struct proto_client_entry *ret)
 		.session_id = s->id, .pid = (uint32_t)s->pid, .uid = s->uid, .gid = s->gid,
 		.mems = s->nmems, .mem_bytes = s->mem_bytes, .states = s->states.n,
 		.maps = s->maps.n, .linked_bytes = linked, .requests = s->requests,
+		.flags = s->ring ? PROTO_CLIENT_RINGS : 0,
 	};
 }
 
@@ -1451,5 +1516,7 @@ void session_free(struct session *s)
 	free(s->odps);
 	free(s->by_slot);
 	free(s->mems);
+	/* Last: nothing above may send, and the ring's mappings go with it. */
+	ring_free(s->ring);
 	free(s);
 }

@@ -105,6 +105,10 @@ struct session {
 	uint32_t uparked;           /* of those, waiting for this client's own answer */
 	struct odp_totals odp_gone; /* counters of regions already deregistered */
 	struct odp_hist odp_hist;   /* fault latency over all its regions */
+	/* shared-memory rings (ring.c) */
+	struct ring_chan *ring;     /* NULL until RING_SETUP */
+	bool in_ring;               /* the frame being handled came from the ring */
+	bool in_frame;              /* a frame's handler runs: the caller flushes the socket */
 };
 
 /* An ODP region's IOVA span, in a vector sorted like states and maps. */
@@ -154,6 +158,9 @@ void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, ui
 void mr_set_clear(struct mr_set *set);
 
 uint8_t *scratch(struct session *s);
+/* One frame to the client, on the ring (ring) or the socket. Replies go where the request came from. */
+void sess_send(struct session *s, bool ring, uint64_t id, uint16_t type, const void *body,
+	       size_t len);
 void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
 	   size_t len);
 void reply_status(struct session *s, const struct proto_req *req, int status);
