@@ -182,6 +182,11 @@ uint64_t iovad_session_id(const struct iovad *c)
 	return c ? c->session_id : 0;
 }
 
+bool iovad_uses_rings(const struct iovad *c)
+{
+	return c && c->ring_on;
+}
+
 /* ---- devices ---- */
 
 int iovad_dev_open(struct iovad *c, const char *name, struct iovad_dev **ret)

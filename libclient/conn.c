@@ -50,6 +50,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -109,6 +111,8 @@ static void queue_batch_locked(struct iovad *c, struct iovad_batch *b)
 
 static void complete_locked(struct iovad *c, struct pending *p, int status)
 {
+	if (p->ring)
+		c->ring_inflight--;
 	ilist_del(&p->node);
 	p->done = true;
 	p->status = status;
@@ -245,7 +249,7 @@ violation:
  * until there is something to read.
  * Return: 1 (read something), 0 (nothing to read, !block), -ENOTCONN.
  */
-static int reader_step(struct iovad *c, bool block)
+static int sock_step(struct iovad *c, bool block)
 {
 	size_t off = 0;
 	ssize_t n;
@@ -305,6 +309,148 @@ dead:
 	mark_dead_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	return -ENOTCONN;
+}
+
+/* Every frame the completion ring holds, dispatched in order. Lock held. Return: frames. */
+static int cq_drain_locked(struct iovad *c)
+{
+	uint32_t mask = c->ring.cq_size - 1;
+	int n = 0;
+
+	while (!c->dead) {
+		uint32_t tail = proto_ring_load(&c->ring.hdr->cq_tail), used = tail - c->cq_head;
+		const uint8_t *f = c->ring.cq + (c->cq_head & mask);
+		int64_t flen;
+
+		if (!used)
+			break;
+		/* The daemon publishes whole frames only: anything else is a broken ring. */
+		flen = used > c->ring.cq_size ? -1 : proto_frame_len(f, used, c->max_frame);
+		if (flen <= 0 || proto_ring_rec((uint32_t)flen) > used) {
+			mark_dead_locked(c);
+			break;
+		}
+		dispatch_locked(c, f, (size_t)flen);
+		c->cq_head += proto_ring_rec((uint32_t)flen);
+		n++;
+	}
+	if (n)
+		proto_ring_store(&c->ring.hdr->cq_head, c->cq_head);
+	return n;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Dispatch the completion ring; ring the daemon if it sleeps waiting for room. */
+static int ring_take(struct iovad *c)
+{
+	bool dead;
+	int n;
+
+	pthread_mutex_lock(&c->lock);
+	n = cq_drain_locked(c);
+	dead = c->dead;
+	pthread_mutex_unlock(&c->lock);
+	if (dead)
+		return -ENOTCONN;
+	if (n)
+		ring_doorbell(c, PROTO_RING_DAEMON_SLEEPING | PROTO_RING_DAEMON_CQ_WAIT);
+	return n;
+}
+
+/* After this long without a completion a polling reader yields its CPU between looks. */
+#define SPIN_YIELD_NS 2000u
+
+/*
+ * The reader's step with rings on: the completion ring first; then, to
+ * block, poll it for ring_spin_ns while requests are out on it, then sleep
+ * on the socket (replies to socket requests, EOF) and the wake eventfd.
+ * Return: as sock_step.
+ */
+static int ring_step(struct iovad *c, bool block)
+{
+	struct proto_ring_hdr *hdr = c->ring.hdr;
+	struct pollfd pfd[2] = {
+		{ .fd = c->fd, .events = POLLIN },
+		{ .fd = c->ring_wake, .events = POLLIN },
+	};
+	uint64_t n;
+	bool spin;
+	int r;
+
+	r = ring_take(c);
+	if (r)
+		return r < 0 ? r : 1;
+	if (!block) {
+		/* An event loop got here through the wake eventfd: reset it, then the socket. */
+		(void)!read(c->ring_wake, &n, sizeof(n));
+		r = sock_step(c, false);
+		if (r)
+			return r;
+		r = ring_take(c);
+		return r < 0 ? r : r > 0;
+	}
+	pthread_mutex_lock(&c->lock);
+	spin = c->ring_inflight > 0 && c->ring_spin_ns;
+	pthread_mutex_unlock(&c->lock);
+	if (spin) {
+		uint64_t t0 = mono_ns(), dt;
+
+		/* We look ourselves: the daemon need not ring (ring.h). */
+		proto_ring_store(&hdr->client_flags, 0);
+		while (proto_ring_peek(&hdr->cq_tail) == c->cq_head) {
+			dt = mono_ns() - t0;
+			if (dt >= c->ring_spin_ns)
+				break;
+			if (dt >= SPIN_YIELD_NS)
+				sched_yield();
+			else
+				proto_ring_cpu_relax();
+		}
+		proto_ring_store(&hdr->client_flags, PROTO_RING_CLIENT_WAKE);
+	}
+	/* Flag set (it is, outside the spin), fence, one more look, then sleep. */
+	proto_ring_fence();
+	if (proto_ring_load(&hdr->cq_tail) == c->cq_head) {
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			goto dead;
+		if (pfd[1].revents & POLLIN)
+			(void)!read(c->ring_wake, &n, sizeof(n));
+		if (pfd[0].revents) {
+			r = sock_step(c, false);
+			if (r < 0)
+				return r;
+		}
+	}
+	r = ring_take(c);
+	return r < 0 ? r : 1;
+
+dead:
+	pthread_mutex_lock(&c->lock);
+	mark_dead_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	return -ENOTCONN;
+}
+
+static int reader_step(struct iovad *c, bool block)
+{
+	return c->ring_on ? ring_step(c, block) : sock_step(c, block);
+}
+
+void conn_read_some(struct iovad *c)
+{
+	/* The role is ours already (a reader sending): read directly, conn_drain would not. */
+	if (tl_reading == c) {
+		(void)reader_step(c, false);
+		return;
+	}
+	conn_drain(c);
 }
 
 void conn_drain(struct iovad *c)
@@ -414,11 +560,14 @@ static int wait_writable(struct iovad *c)
 	}
 }
 
-/* Write a whole frame, handling partial writes; fd goes with the first byte. send_lock held. */
-static int send_frame(struct iovad *c, struct iovec *iov, int niov, int fd)
+/* The most fds one frame carries (RING_SETUP's three). */
+#define FRAME_FDS_MAX 3
+
+/* Write a whole frame, handling partial writes; fds go with the first byte. send_lock held. */
+static int send_frame(struct iovad *c, struct iovec *iov, int niov, const int *fds, int nfds)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * FRAME_FDS_MAX)];
 		struct cmsghdr align;
 	} cm;
 	struct msghdr mh;
@@ -429,17 +578,17 @@ static int send_frame(struct iovad *c, struct iovec *iov, int niov, int fd)
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = iov;
 		mh.msg_iovlen = (size_t)niov;
-		if (fd >= 0) {
+		if (nfds > 0) {
 			struct cmsghdr *cmsg;
 
 			memset(&cm, 0, sizeof(cm));
 			mh.msg_control = cm.buf;
-			mh.msg_controllen = sizeof(cm.buf);
+			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
 			cmsg = CMSG_FIRSTHDR(&mh);
 			cmsg->cmsg_level = SOL_SOCKET;
 			cmsg->cmsg_type = SCM_RIGHTS;
-			cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+			cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+			memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
 		}
 		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
@@ -454,7 +603,7 @@ static int send_frame(struct iovad *c, struct iovec *iov, int niov, int fd)
 			return -errno;
 		}
 		/* The ancillary data went with these bytes: never send it twice. */
-		fd = -1;
+		nfds = 0;
 		while (niov > 0 && (size_t)n >= iov->iov_len) {
 			n -= (ssize_t)iov->iov_len;
 			iov++;
@@ -468,17 +617,22 @@ static int send_frame(struct iovad *c, struct iovec *iov, int niov, int fd)
 	return 0;
 }
 
-int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
-	      const void *data, size_t dlen, int fd)
+static int send_fds(struct iovad *c, struct pending *p, uint16_t cmd, const void *body,
+		    size_t blen, const void *data, size_t dlen, const int *fds, int nfds)
 {
 	size_t len = sizeof(struct proto_hdr) + blen + dlen;
 	struct proto_hdr h;
 	struct iovec iov[3];
 	uint16_t version;
+	bool ring;
 	int niov = 0, r;
 
 	if (blen > c->max_frame || dlen > c->max_frame || len > c->max_frame)
 		return -EMSGSIZE;
+	if (nfds > FRAME_FDS_MAX)
+		return -EINVAL;
+	/* fds travel on the socket only; everything else takes the ring when there is one. */
+	ring = c->ring_on && nfds == 0;
 	/* Enter p before writing: its reply may be read before the write returns. */
 	pthread_mutex_lock(&c->send_lock);
 	pthread_mutex_lock(&c->lock);
@@ -492,6 +646,9 @@ int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body
 	p->done = false;
 	p->sending = true;
 	p->status = 0;
+	p->ring = ring;
+	if (ring)
+		c->ring_inflight++;
 	ilist_add_tail(&c->pending, &p->node);
 	/* HELLO goes out before a version is agreed: offer the newest we speak. */
 	version = c->version ? c->version : PROTO_VERSION_MAX;
@@ -503,7 +660,7 @@ int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body
 		iov[niov++] = (struct iovec){ .iov_base = (void *)body, .iov_len = blen };
 	if (dlen)
 		iov[niov++] = (struct iovec){ .iov_base = (void *)data, .iov_len = dlen };
-	r = send_frame(c, iov, niov, fd);
+	r = ring ? ring_submit(c, iov, niov, (uint32_t)len) : send_frame(c, iov, niov, fds, nfds);
 	/*
 	 * The daemon may have said why it closed (an access refusal is sent
 	 * on accept, before it reads anything): take that in before the
@@ -527,10 +684,27 @@ int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body
 	return r;
 }
 
+int conn_send(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
+	      const void *data, size_t dlen, int fd)
+{
+	return send_fds(c, p, cmd, body, blen, data, dlen, &fd, fd >= 0);
+}
+
 int conn_call(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
 	      const void *data, size_t dlen, int fd)
 {
 	int r = conn_send(c, p, cmd, body, blen, data, dlen, fd);
+
+	if (r)
+		return r;
+	conn_wait(c, p);
+	return p->status;
+}
+
+int conn_call_fds(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
+		  const int *fds, int nfds)
+{
+	int r = send_fds(c, p, cmd, body, blen, NULL, 0, fds, nfds);
 
 	if (r)
 		return r;
@@ -678,6 +852,10 @@ int conn_open(const char *path, struct iovad **ret)
 	r = hello(c);
 	if (r)
 		goto err_close_fds;
+	/* Rings when the daemon offers them; a refusal leaves us on the socket. */
+	r = ring_open(c);
+	if (r)
+		goto err_close_fds;
 	*ret = c;
 	return 0;
 
@@ -700,6 +878,7 @@ err_free:
 
 void conn_close(struct iovad *c)
 {
+	ring_close(c);
 	close(c->epfd);
 	close(c->evfd);
 	close(c->fd);

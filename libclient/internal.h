@@ -21,9 +21,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "iovad/iovad.h"
 #include "proto.h"
+#include "ring.h"
 
 /* ---- intrusive doubly-linked lists (all short, all walked under iovad.lock) ---- */
 
@@ -84,6 +86,7 @@ struct pending {
 	uint32_t count;             /* BATCH: ops sent, the reply must say the same */
 	struct iovad_batch *batch;  /* async batch this completes, else NULL */
 	struct iovad_odp *odp;      /* ODP_REG: entered in iovad.odps as the reply lands */
+	bool ring;                  /* submitted on the ring: its reply comes on the ring */
 };
 
 struct iovad {
@@ -113,7 +116,41 @@ struct iovad {
 	/* Only the reader-role holder touches these; the role is passed under lock. */
 	uint8_t *rbuf;              /* PROTO_FRAME_DEFAULT bytes: received, not yet dispatched */
 	size_t rlen;
+
+	/*
+	 * Shared-memory rings (ring.c), when the daemon offers them: requests
+	 * without fds go on the submission ring, and the completion ring
+	 * carries their replies and the daemon's events. The socket carries the
+	 * rest and tells us when the daemon is gone.
+	 */
+	bool ring_on;
+	struct proto_ring_map ring;
+	int ring_bell;              /* eventfd we write when the daemon sleeps */
+	int ring_wake;              /* eventfd the daemon writes when we sleep */
+	uint64_t ring_spin_ns;      /* how long a waiting reader polls the completion ring */
+	uint32_t sq_tail;           /* under send_lock */
+	uint32_t cq_head;           /* the reader-role holder's, published under lock */
+	uint32_t ring_inflight;     /* under lock: requests on the ring not answered yet */
 };
+
+/* ---- ring.c ---- */
+
+/* Set up the rings after HELLO (unless $IOVAD_RINGS=0). Return: 0 (on or off), -ENOTCONN. */
+int ring_open(struct iovad *c);
+void ring_close(struct iovad *c);
+/* Write a frame into the submission ring (send_lock held). Return: 0, -ENOTCONN. */
+int ring_submit(struct iovad *c, const struct iovec *iov, int niov, uint32_t len);
+/* Wait for room in the submission ring (send_lock held). Return: 0, -ENOTCONN. */
+int ring_wait_room(struct iovad *c, uint32_t rec);
+/* The daemon's doorbell, if it sleeps and the flags say it wants one. */
+void ring_doorbell(struct iovad *c, uint32_t want);
+
+/* ---- conn.c helpers shared with ring.c ---- */
+
+/* Read what is there without blocking, if the reader role is free or ours. */
+void conn_read_some(struct iovad *c);
+int conn_call_fds(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
+		  const int *fds, int nfds);
 
 /* The per-thread fault records of a device: a small table, oldest replaced first. */
 #define IOVAD_FAULT_SLOTS 16

@@ -123,6 +123,14 @@ IOVAD_EXPORT int iovad_connect(const char *socket_path, struct iovad **ret);
 IOVAD_EXPORT void iovad_disconnect(struct iovad *c);
 /** iovad_session_id - the daemon's id for this connection (iovadctl shows it). */
 IOVAD_EXPORT uint64_t iovad_session_id(const struct iovad *c);
+/**
+ * iovad_uses_rings - whether requests travel on shared-memory rings.
+ * iovad_connect() sets them up when the daemon offers them (protocol 4) and
+ * $IOVAD_RINGS is not 0; otherwise everything goes over the socket. A
+ * waiting thread polls the completion ring for $IOVAD_RING_SPIN_US
+ * (default 50) microseconds before it sleeps.
+ */
+IOVAD_EXPORT bool iovad_uses_rings(const struct iovad *c);
 
 /* ---- devices ------------------------------------------------------------------ */
 
