@@ -67,7 +67,7 @@ run_valgrind() {
 	# do not measure memory or time. epoll only: valgrind 3.19 cannot see
 	# kernel writes into io_uring buffers (PLATFORM-NOTES.md).
 	local itdir="$root/build/release/tests/integration"
-	for t in api isolation odp; do
+	for t in api isolation odp rings; do
 		echo "== valgrind: iovad under itest_$t (epoll)"
 		IOVAD_TEST_IO=epoll IOVAD_TEST_VALGRIND_LOG="$logs/iovad-$t.%p.log" \
 			"$itdir/itest_$t" --jobs 1 >"$logs/itest_$t.out" 2>&1

@@ -918,12 +918,12 @@ static int cmd_clients(struct ctl *c, const struct opts *o)
 {
 	static const char *const heads[] = {
 		"SESSION", "PID", "UID", "GID", "MEMS", "MEM_BYTES", "STATES", "MAPS", "LINKED",
-		"REQUESTS",
+		"REQUESTS", "PATH",
 	};
 	static const bool right[] = {
-		true, true, true, true, true, true, true, true, true, true,
+		true, true, true, true, true, true, true, true, true, true, false,
 	};
-	struct table t = { .ncols = 10, .heads = heads, .right = right };
+	struct table t = { .ncols = 11, .heads = heads, .right = right };
 	struct proto_client_entry *cl;
 	void *p = NULL;
 	uint32_t n;
@@ -950,6 +950,7 @@ static int cmd_clients(struct ctl *c, const struct opts *o)
 			json_u64(stdout, &first, "maps", cl[i].maps);
 			json_u64(stdout, &first, "linked_bytes", cl[i].linked_bytes);
 			json_u64(stdout, &first, "requests", cl[i].requests);
+			json_bool(stdout, &first, "rings", cl[i].flags & PROTO_CLIENT_RINGS);
 			fputs("}", stdout);
 		}
 		fputs(n ? "\n]\n" : "]\n", stdout);
@@ -970,6 +971,8 @@ static int cmd_clients(struct ctl *c, const struct opts *o)
 		table_set(&t, 7, "%" PRIu64, cl[i].maps);
 		table_set(&t, 8, "%" PRIu64, cl[i].linked_bytes);
 		table_set(&t, 9, "%" PRIu64, cl[i].requests);
+		/* How its requests travel: shared-memory rings, or the socket alone. */
+		table_set(&t, 10, "%s", cl[i].flags & PROTO_CLIENT_RINGS ? "rings" : "socket");
 	}
 	table_print(stdout, &t);
 out:

@@ -460,9 +460,11 @@ fi
 
 if run 0 clients; then
 	check "clients: header" grep -q \
-		"^ *SESSION  *PID  *UID  *GID  *MEMS  *MEM_BYTES  *STATES  *MAPS  *LINKED  *REQUESTS$" \
+		"^ *SESSION  *PID  *UID  *GID  *MEMS  *MEM_BYTES  *STATES  *MAPS  *LINKED  *REQUESTS  *PATH$" \
 		"$dir/out"
 	check "clients: its own session, marked" grep -q "^ *[0-9][0-9]*\* " "$dir/out"
+	# iovadctl speaks the protocol on the socket itself: no rings for its session.
+	check "clients: its own session on the socket" grep -q "^ *[0-9][0-9]*\* .* socket$" "$dir/out"
 else
 	not_ok "clients exits 0"
 fi
@@ -470,7 +472,8 @@ if run 0 --json clients; then
 	check "clients --json: valid, its own session with every key" json '
 		len([e for e in d if e["self"]]) == 1
 		and all(set(e) >= {"session_id", "pid", "uid", "gid", "mems", "mem_bytes", "states",
-				   "maps", "linked_bytes", "requests"} for e in d)'
+				   "maps", "linked_bytes", "requests", "rings"} for e in d)
+		and all(e["rings"] is False for e in d if e["self"])'
 else
 	not_ok "clients --json exits 0"
 fi
