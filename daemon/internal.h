@@ -188,6 +188,8 @@ struct srv {
 	struct ring_settings rings;
 	struct ring_chan *ring_active; /* rings being polled */
 	uint32_t nring_active;
+	uint32_t ring_cpu;         /* 1 + the CPU of the last pass (ring.h's *_cpu) */
+	bool ring_colocated;       /* an active ring's client last ran on that CPU */
 	bool stopping;
 };
 

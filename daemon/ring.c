@@ -21,9 +21,10 @@
  * always did, so an idle daemon costs nothing.
  *
  * Sharing a CPU. Spinning is only useful when the other side runs on
- * another CPU. After SPIN_YIELD_NS without any work the poller calls
- * sched_yield() between passes, so a client on the same CPU gets to run
- * instead of waiting for the spin budget to run out.
+ * another CPU. Each side publishes the CPU it last ran on; the poller
+ * yields between passes at once when an active ring's client last ran on
+ * its CPU, and after 2 us without work in any case, so a client on the same
+ * CPU gets to run instead of waiting for the spin budget to run out.
  *
  * Trust. Every frame is copied out of the ring before it is decoded
  * (the client can rewrite the ring at any time), then goes through
@@ -55,8 +56,6 @@
 
 /* While rings are active, sockets and timers are looked at least this often. */
 #define EVENTS_EVERY_NS 20000u
-/* Spinning without any work this long: yield the CPU between passes. */
-#define SPIN_YIELD_NS 2000u
 
 struct ring_chan {
 	struct srv *srv;
@@ -208,6 +207,7 @@ void ring_publish(struct ring_chan *ch)
 
 	if (ch->sq_head == ch->pub_sq_head && ch->cq_tail == ch->pub_cq_tail)
 		return;
+	proto_ring_store(&hdr->daemon_cpu, ch->srv->ring_cpu);
 	proto_ring_store(&hdr->sq_head, ch->sq_head);
 	proto_ring_store(&hdr->cq_tail, ch->cq_tail);
 	ch->pub_sq_head = ch->sq_head;
@@ -396,8 +396,12 @@ static bool rings_pass(struct srv *v, uint64_t now)
 	struct ring_chan *ch = v->ring_active, *next;
 	bool work = false;
 
+	v->ring_cpu = proto_ring_my_cpu();
+	v->ring_colocated = false;
 	for (; ch; ch = next) {
 		next = ch->next;
+		if (proto_ring_peek(&ch->m.hdr->client_cpu) == v->ring_cpu)
+			v->ring_colocated = true;
 		if (ring_poll(ch)) {
 			ch->last_work_ns = now;
 			work = true;
@@ -436,7 +440,9 @@ void srv_run(struct srv *v)
 				break;
 			last_events = now_ns();
 		} else if (!work) {
-			if (now - last_work >= SPIN_YIELD_NS)
+			/* A client on our CPU cannot submit while we spin: let it run. */
+			if (proto_ring_should_yield(v->ring_colocated ? v->ring_cpu : 0, v->ring_cpu,
+						    now - last_work))
 				sched_yield();
 			else
 				proto_ring_cpu_relax();
@@ -553,6 +559,7 @@ int ring_setup(struct session *s, const struct proto_req *req, struct ring_chan 
 	proto_ring_store(&ch->m.hdr->sq_head, 0);
 	proto_ring_store(&ch->m.hdr->cq_tail, 0);
 	ch->spin_ns = (uint64_t)v->rings.spin_us * 1000u;
+	proto_ring_store(&ch->m.hdr->daemon_cpu, proto_ring_my_cpu());
 	ring_activate(ch);
 	*ret = ch;
 	rpy->spin_us = v->rings.spin_us;

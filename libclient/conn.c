@@ -364,9 +364,6 @@ static int ring_take(struct iovad *c)
 	return n;
 }
 
-/* After this long without a completion a polling reader yields its CPU between looks. */
-#define SPIN_YIELD_NS 2000u
-
 /*
  * The reader's step with rings on: the completion ring first; then, to
  * block, poll it for ring_spin_ns while requests are out on it, then sleep
@@ -401,6 +398,7 @@ static int ring_step(struct iovad *c, bool block)
 	pthread_mutex_unlock(&c->lock);
 	if (spin) {
 		uint64_t t0 = mono_ns(), dt;
+		uint32_t cpu = proto_ring_my_cpu();
 
 		/* We look ourselves: the daemon need not ring (ring.h). */
 		proto_ring_store(&hdr->client_flags, 0);
@@ -408,7 +406,8 @@ static int ring_step(struct iovad *c, bool block)
 			dt = mono_ns() - t0;
 			if (dt >= c->ring_spin_ns)
 				break;
-			if (dt >= SPIN_YIELD_NS)
+			/* A daemon on our CPU cannot answer while we spin. */
+			if (proto_ring_should_yield(proto_ring_peek(&hdr->daemon_cpu), cpu, dt))
 				sched_yield();
 			else
 				proto_ring_cpu_relax();

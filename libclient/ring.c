@@ -12,8 +12,8 @@
  * submission ring (under send_lock, like a socket write), and the reader
  * role (conn.c) takes replies and events from the completion ring. A
  * waiting reader polls the completion ring for ring_spin_ns (adaptive to
- * one CPU: it yields after a short while so a daemon on the same CPU can
- * run), then sleeps in poll() on the socket and the wake eventfd, with
+ * where the daemon runs: it yields at once when the daemon last ran on its
+ * CPU, and after 2 us anyway), then sleeps in poll() on the socket and the wake eventfd, with
  * PROTO_RING_CLIENT_WAKE set so the daemon rings it.
  */
 #ifndef _GNU_SOURCE
@@ -81,6 +81,7 @@ int ring_submit(struct iovad *c, const struct iovec *iov, int niov, uint32_t len
 		at += iov[i].iov_len;
 	}
 	c->sq_tail += rec;
+	proto_ring_store(&c->ring.hdr->client_cpu, proto_ring_my_cpu());
 	proto_ring_store(&c->ring.hdr->sq_tail, c->sq_tail);
 	ring_doorbell(c, PROTO_RING_DAEMON_SLEEPING);
 	return 0;

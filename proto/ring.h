@@ -20,9 +20,13 @@
  * acquire/release pairs):
  *
  *   client line: sq_tail (frames submitted), cq_head (bytes consumed),
- *                client_flags
+ *                client_flags, client_cpu
  *   daemon line: sq_head (bytes consumed), cq_tail (frames completed),
- *                daemon_flags
+ *                daemon_flags, daemon_cpu
+ *
+ * The *_cpu fields say where each side last ran, so a waiter on the same
+ * CPU as the side it waits for yields instead of spinning
+ * (proto_ring_should_yield).
  *
  * Doorbells, each an eventfd, with the flag that says whether to ring it:
  *   - PROTO_RING_DAEMON_SLEEPING (daemon_flags): the daemon stopped polling
@@ -49,6 +53,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 
 #define PROTO_RING_MAGIC     0x47524f49u  /* "IORG" */
 #define PROTO_RING_HDR_SIZE  4096u
@@ -73,12 +78,14 @@ struct proto_ring_hdr {
 	uint32_t sq_tail;
 	uint32_t cq_head;
 	uint32_t client_flags;
-	uint32_t reserved1[13];
+	uint32_t client_cpu;      /* 1 + the CPU it last submitted from; 0: unknown */
+	uint32_t reserved1[12];
 	/* line 2: written by the daemon only */
 	uint32_t sq_head;
 	uint32_t cq_tail;
 	uint32_t daemon_flags;
-	uint32_t reserved2[13];
+	uint32_t daemon_cpu;      /* 1 + the CPU it last published from; 0: unknown */
+	uint32_t reserved2[12];
 };
 
 _Static_assert(sizeof(struct proto_ring_hdr) == 192, "ring header size");
@@ -115,6 +122,28 @@ static inline void proto_ring_store(uint32_t *p, uint32_t v)
 static inline void proto_ring_fence(void)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* A waiter that has seen nothing for this long yields its CPU between looks. */
+#define PROTO_RING_SPIN_YIELD_NS 2000u
+
+/* 1 + the calling thread's CPU, for the *_cpu fields (0 if the kernel will not say). */
+static inline uint32_t proto_ring_my_cpu(void)
+{
+	int cpu = sched_getcpu();
+
+	return cpu < 0 ? 0 : (uint32_t)cpu + 1;
+}
+
+/*
+ * Waiting for the other side, as adaptive mutexes wait for an owner: spin
+ * only while it runs on another CPU. When it last ran on ours it cannot
+ * make progress while we spin, so yield at once; and after
+ * PROTO_RING_SPIN_YIELD_NS yield anyway, in case it moved.
+ */
+static inline bool proto_ring_should_yield(uint32_t peer_cpu, uint32_t my_cpu, uint64_t waited_ns)
+{
+	return waited_ns >= PROTO_RING_SPIN_YIELD_NS || (peer_cpu && peer_cpu == my_cpu);
 }
 
 static inline void proto_ring_cpu_relax(void)

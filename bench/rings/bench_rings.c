@@ -7,7 +7,8 @@
  *    the rings and over the socket ($IOVAD_RINGS=0), against a bare ring
  *    round trip: two processes on the same proto/ring.h rings, the echo side
  *    copying each request out and writing a reply of the same size, with
- *    the daemon's own polling policy (spin, yield after 2 us). Placements:
+ *    the daemon's own waiting policy (proto_ring_should_yield: spin while
+ *    the other side runs on another CPU, yield when it shares ours). Placements:
  *    client and daemon on two CPUs (polling: each side spins on its own
  *    CPU), and both on one CPU. Target: rings, polling <= 2x bare.
  * 2. ODP first touch over the rings, polling: a 64-byte device read of a
@@ -66,15 +67,15 @@ static void row(const char *metric, const char *place, double v, const char *uni
 
 /* ---- the bare ring ------------------------------------------------------------------ */
 
-/* The daemon's waiting policy: spin, and yield once nothing came for 2 us. */
-static void wait_for(const uint32_t *ctr, uint32_t old)
+/* The daemon's and libiovad's waiting policy (proto_ring_should_yield), on the same fields. */
+static void wait_for(const uint32_t *ctr, uint32_t old, const uint32_t *peer_cpu, uint32_t *my_cpu)
 {
-	uint64_t t0 = 0;
+	uint32_t cpu = proto_ring_my_cpu();
+	uint64_t t0 = now_ns();
 
+	proto_ring_store(my_cpu, cpu);
 	while (proto_ring_load(ctr) == old) {
-		if (!t0)
-			t0 = now_ns();
-		else if (now_ns() - t0 > 2000)
+		if (proto_ring_should_yield(proto_ring_peek(peer_cpu), cpu, now_ns() - t0))
 			sched_yield();
 		else
 			proto_ring_cpu_relax();
@@ -95,7 +96,7 @@ static pid_t bare_echo(int fd, int cpu)
 		if (proto_ring_map(fd, PROTO_RING_DEFAULT, PROTO_RING_DEFAULT, &m))
 			_exit(1);
 		for (;;) {
-			wait_for(&m.hdr->sq_tail, sq_head);
+			wait_for(&m.hdr->sq_tail, sq_head, &m.hdr->client_cpu, &m.hdr->daemon_cpu);
 			/* As the daemon does: copy the request out before looking at it. */
 			memcpy(frame, m.sq + (sq_head & (m.sq_size - 1)), sizeof(frame));
 			sq_head += proto_ring_rec(sizeof(frame));
@@ -134,7 +135,7 @@ static double bare_rtt(int cpu_client, int cpu_echo, int iters)
 		memcpy(m.sq + (sq_tail & (m.sq_size - 1)), req, sizeof(req));
 		sq_tail += proto_ring_rec(sizeof(req));
 		proto_ring_store(&m.hdr->sq_tail, sq_tail);
-		wait_for(&m.hdr->cq_tail, cq_head);
+		wait_for(&m.hdr->cq_tail, cq_head, &m.hdr->daemon_cpu, &m.hdr->client_cpu);
 		memcpy(rpy, m.cq + (cq_head & (m.cq_size - 1)), sizeof(rpy));
 		cq_head += proto_ring_rec(sizeof(rpy));
 		proto_ring_store(&m.hdr->cq_head, cq_head);
