@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -149,6 +150,24 @@ static void apply_policy(struct srv *s, const struct config *cfg)
 	memcpy(s->pol.uids, cfg->uids, cfg->nuids * sizeof(cfg->uids[0]));
 	s->pol.ngids = cfg->ngids;
 	memcpy(s->pol.gids, cfg->gids, cfg->ngids * sizeof(cfg->gids[0]));
+}
+
+/*
+ * Every client costs the daemon a socket, its memory objects' fds while they
+ * are imported, and with rings two eventfds: a thousand clients pass the
+ * usual soft limit of 1024. Raise it to the hard limit, as systemd asks
+ * programs that need many descriptors to do (its default hard limit is
+ * 524288); a limit the daemon cannot raise is only logged.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		log_info("RLIMIT_NOFILE stays at its soft limit: %s", strerror(errno));
 }
 
 struct main_ctx {
@@ -326,6 +345,7 @@ int main(int argc, char **argv)
 	}
 	log_set_level(cfg->log_level + o.verbosity);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 
 	s.base = event_base_new();
 	s.scratch = malloc(PROTO_FRAME_MAX);
