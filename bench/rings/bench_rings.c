@@ -10,7 +10,9 @@
  *    the daemon's own waiting policy (proto_ring_should_yield: spin while
  *    the other side runs on another CPU, yield when it shares ours). Placements:
  *    client and daemon on two CPUs (polling: each side spins on its own
- *    CPU), and both on one CPU. Target: rings, polling <= 2x bare.
+ *    CPU), the same with polling off on both sides (every request and
+ *    reply rings a doorbell), and both on one CPU. Target: rings, polling
+ *    <= 2x bare.
  * 2. ODP first touch over the rings, polling: a 64-byte device read of a
  *    page no fault has mapped yet ([odp] fault_around = 4K, so every timed
  *    read is exactly one fault), end to end as the client sees it, and the
@@ -364,7 +366,7 @@ int main(int argc, char **argv)
 {
 	const char *bin = IOVAD_DAEMON_PATH;
 	int iters = 20000, batches = 2000, reps = 5, odp_rounds = 20, part = 0;
-	char dir[] = "/tmp/iovad-rings-XXXXXX", sock[128], cfg[160];
+	char dir[] = "/tmp/iovad-rings-XXXXXX", sock[128], cfg[160], cfg_nospin[160];
 	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	FILE *f;
 
@@ -389,11 +391,17 @@ int main(int argc, char **argv)
 		die("mkdtemp", errno);
 	snprintf(sock, sizeof(sock), "%s/iovad.sock", dir);
 	snprintf(cfg, sizeof(cfg), "%s/iovad.conf", dir);
+	snprintf(cfg_nospin, sizeof(cfg_nospin), "%s/nospin.conf", dir);
 	f = fopen(cfg, "w");
 	if (!f)
 		die(cfg, errno);
 	/* One fault per page; the default spin budget. */
 	fprintf(f, "[odp]\nfault_around = 4K\n");
+	fclose(f);
+	f = fopen(cfg_nospin, "w");
+	if (!f)
+		die(cfg_nospin, errno);
+	fprintf(f, "[rings]\nspin_us = 0\nspin_max_us = 0\n");
 	fclose(f);
 
 	printf("bench-rings: request %zu B, reply %zu B, medians of %d round trips\n",
@@ -427,6 +435,21 @@ int main(int argc, char **argv)
 		row("link_sync_rtt_rings_us", place, ring, "us", bare, two ? "<=2" : "");
 		row("link_sync_rtt_socket_us", place, sockt, "us", bare, "");
 		row("bare_ring_rtt_us", place, bare, "us", 0, "");
+		if (!two)
+			continue;
+		/* Across CPUs without polling: each request and reply wakes the other side. */
+		d = start_daemon(bin, sock, "--io=uring", cfg_nospin);
+		pin(d, cpu_d);
+		setenv("IOVAD_RING_SPIN_US", "0", 1);
+		client_open(&k, sock, true, SZ_4K);
+		ring = iovad_rtt(&k, iters / 4) / 1e3;
+		client_close(&k);
+		unsetenv("IOVAD_RING_SPIN_US");
+		kill(d, SIGTERM);
+		waitpid(d, NULL, 0);
+		printf("%-30s %11.2f %11s %11s %9s %7s\n", "  the same, rings not polled", ring, "",
+		       "", "", "-");
+		row("link_sync_rtt_rings_us", "2cpu-doorbell", ring, "us", bare, "");
 	}
 
 	printf("\nODP first touch over the rings, polling (64-byte device read, one fault each)\n");
@@ -490,6 +513,7 @@ int main(int argc, char **argv)
 		}
 	}
 	unlink(cfg);
+	unlink(cfg_nospin);
 	rmdir(dir);
 	if (csv)
 		fclose(csv);
