@@ -407,8 +407,39 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 	return 0;
 }
 
-static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, uint64_t size,
-			uint64_t phys, struct sess_mem *m, uint8_t dir)
+/*
+ * Link records. A state's records are kept sorted by offset; they never
+ * overlap (the engine refuses a second link of a linked range), so their
+ * ends are sorted too and the records an unlink touches are found by binary
+ * search: the cost of an unlink does not grow with how much else is linked.
+ * Each record pins its memory object once.
+ *
+ * On a sim device a link that continues a neighbouring record (next in IOVA
+ * and in phys, same object, same direction) extends it, so a buffer linked
+ * page by page is one record, not one per page (40 bytes each). An rxe
+ * state keeps one record per link: a sync registers whole records as MRs,
+ * and a merged record could reach beyond the range being synced.
+ */
+
+/* Index of the first record that ends after off. */
+static uint32_t link_first_after(const struct sess_state *ss, uint64_t off)
+{
+	uint32_t lo = 0, hi = ss->nlinks;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct link_rec *l = &ss->links[mid];
+
+		if (l->off + l->size <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int link_rec_insert(struct session *s, struct sess_state *ss, uint32_t at,
+			   const struct link_rec *rec)
 {
 	if (ss->nlinks == ss->cap) {
 		uint32_t cap = ss->cap ? ss->cap * 2 : 4;
@@ -419,11 +450,65 @@ static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, 
 		ss->links = n;
 		ss->cap = cap;
 	}
-	ss->links[ss->nlinks++] = (struct link_rec){ off, size, phys, m, dir, LINK_MR_NONE };
-	ss->linked += size;
+	memmove(&ss->links[at + 1], &ss->links[at], (ss->nlinks - at) * sizeof(*ss->links));
+	ss->links[at] = *rec;
+	ss->nlinks++;
+	ss->linked += rec->size;
 	s->nlinks++;
-	m->pins++;
+	rec->mem->pins++;
 	return 0;
+}
+
+/* Drop records [a, b), all inside what was unlinked. */
+static void link_rec_remove(struct session *s, struct sess_state *ss, uint32_t a, uint32_t b)
+{
+	for (uint32_t i = a; i < b; i++) {
+		ss->linked -= ss->links[i].size;
+		mem_unpin(s, ss->links[i].mem);
+	}
+	memmove(&ss->links[a], &ss->links[b], (ss->nlinks - b) * sizeof(*ss->links));
+	ss->nlinks -= b - a;
+	s->nlinks -= b - a;
+}
+
+static bool link_continues(const struct link_rec *a, uint64_t off, uint64_t phys,
+			   const struct sess_mem *m, uint8_t dir)
+{
+	return a->off + a->size == off && a->phys + a->size == phys && a->mem == m && a->dir == dir;
+}
+
+static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss);
+
+static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, uint64_t size,
+			uint64_t phys, struct sess_mem *m, uint8_t dir)
+{
+	uint32_t at = link_first_after(ss, off);
+	struct link_rec rec = { off, size, phys, m, dir, LINK_MR_NONE };
+
+	if (!state_rxe(s, ss)) {
+		struct link_rec *prev = at ? &ss->links[at - 1] : NULL;
+		struct link_rec *next = at < ss->nlinks ? &ss->links[at] : NULL;
+
+		if (prev && link_continues(prev, off, phys, m, dir)) {
+			prev->size += size;
+			ss->linked += size;
+			/* It may close the gap to the next record as well. */
+			if (next && link_continues(prev, next->off, next->phys, next->mem, next->dir)) {
+				prev->size += next->size;
+				ss->linked += next->size; /* link_rec_remove takes it off again */
+				link_rec_remove(s, ss, at, at + 1);
+			}
+			return 0;
+		}
+		if (next && link_continues(&rec, next->off, next->phys, next->mem, next->dir)) {
+			next->off = off;
+			next->phys = phys;
+			next->size += size;
+			ss->linked += size;
+			return 0;
+		}
+	}
+	return link_rec_insert(s, ss, at, &rec);
 }
 
 /* ==== rxe backend: link records as verbs MRs ================================================= */
@@ -509,13 +594,6 @@ static unsigned int dir_acc(uint8_t dir)
 	}
 }
 
-static int link_off_cmp(const void *a, const void *b)
-{
-	const struct link_rec *x = a, *y = b;
-
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
 /* Is this record to be registered now? */
 static bool mr_wanted(const struct link_rec *l, uint64_t lo, uint64_t hi, bool pending_only)
 {
@@ -540,7 +618,7 @@ static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, u
 	struct rxe_dev *rxe = state_rxe(s, ss);
 	int ret = 0;
 
-	qsort(ss->links, ss->nlinks, sizeof(*ss->links), link_off_cmp);
+	/* The records are sorted by offset already. */
 	for (uint32_t i = 0, j; i < ss->nlinks; i = j) {
 		struct link_rec *l = &ss->links[i];
 		uint64_t end = l->off + l->size, pend = l->phys + l->size;
@@ -584,12 +662,10 @@ static void links_lose_mr(void *arg, const struct sess_mr *m)
 {
 	struct sess_state *ss = arg;
 
-	for (uint32_t k = 0; k < ss->nlinks; k++) {
-		struct link_rec *l = &ss->links[k];
-
-		if (l->off >= m->off && l->off < m->off + m->size)
-			l->mr = LINK_MR_PENDING;
-	}
+	for (uint32_t k = link_first_after(ss, m->off);
+	     k < ss->nlinks && ss->links[k].off < m->off + m->size; k++)
+		if (ss->links[k].off >= m->off)
+			ss->links[k].mr = LINK_MR_PENDING;
 }
 
 static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi);
@@ -618,48 +694,45 @@ static void link_rec_trim(struct session *s, struct sess_state *ss, uint64_t lo,
 
 static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t lo, uint64_t hi)
 {
-	for (uint32_t i = 0; i < ss->nlinks;) {
+	uint32_t i = link_first_after(ss, lo), gone;
+
+	if (i < ss->nlinks && ss->links[i].off < lo) {
 		struct link_rec *l = &ss->links[i];
 		uint64_t end = l->off + l->size;
 
-		if (end <= lo || l->off >= hi) {
-			i++;
-			continue;
-		}
-		if (l->off < lo && end > hi) {
+		if (end > hi) {
 			/* Split: a hole punched in the middle. */
 			struct link_rec tail = { hi, end - hi, l->phys + (hi - l->off), l->mem,
 						 l->dir, l->mr };
 
-			ss->linked -= l->size;
-			l->size = lo - l->off;
-			ss->linked += l->size;
-			if (link_rec_add(s, ss, tail.off, tail.size, tail.phys, tail.mem,
-					 tail.dir) == 0) {
-				ss->links[ss->nlinks - 1].mr = tail.mr;
-				i++;
-			}
-			continue;
-		}
-		if (l->off < lo) {
+			/*
+			 * Out of memory for the tail's record: keep the whole one,
+			 * which only overstates what stays pinned.
+			 */
+			if (link_rec_insert(s, ss, i + 1, &tail))
+				return;
+			l = &ss->links[i]; /* the array may have moved */
 			ss->linked -= end - lo;
 			l->size = lo - l->off;
-			i++;
-			continue;
+			return;
 		}
-		if (end > hi) {
-			ss->linked -= hi - l->off;
-			l->phys += hi - l->off;
-			l->size = end - hi;
-			l->off = hi;
-			i++;
-			continue;
-		}
-		/* Entirely inside: gone. */
-		ss->linked -= l->size;
-		s->nlinks--;
-		mem_unpin(s, l->mem);
-		ss->links[i] = ss->links[--ss->nlinks];
+		/* Its head stays. */
+		ss->linked -= end - lo;
+		l->size = lo - l->off;
+		i++;
+	}
+	/* Records entirely inside go together. */
+	for (gone = i; gone < ss->nlinks && ss->links[gone].off + ss->links[gone].size <= hi; gone++)
+		;
+	link_rec_remove(s, ss, i, gone);
+	if (i < ss->nlinks && ss->links[i].off < hi) {
+		/* Its tail stays. */
+		struct link_rec *l = &ss->links[i];
+
+		ss->linked -= hi - l->off;
+		l->phys += hi - l->off;
+		l->size -= hi - l->off;
+		l->off = hi;
 	}
 }
 
