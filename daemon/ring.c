@@ -284,6 +284,8 @@ static bool ring_poll(struct ring_chan *ch)
 		session_frame_from(s, ch->frame, (size_t)flen, true);
 		handled++;
 		moved = true;
+		/* Each reply as soon as it is there: the client works on it while we go on. */
+		ring_publish(ch);
 	}
 	if (moved)
 		ring_publish(ch);
@@ -315,26 +317,26 @@ static void ring_settle(struct ring_chan *ch)
 }
 
 /*
- * Spin while work is likely: a ring woken less than one budget after it went
- * to sleep would have been served sooner (and without two syscalls and a
- * cross-CPU wakeup) had it polled longer, so its budget doubles, up to
- * spin_max_us; one that slept much longer than its budget halves it, down
- * to spin_us. So a client that submits in bursts with short gaps keeps the
- * daemon polling, and an idle one costs a single budget.
+ * Spin while work is likely. When the client rings, the ring was idle for
+ * gap (its last work to now): a gap the budget could have covered, up to
+ * spin_max_us, means polling longer would have served this request sooner
+ * (without two syscalls and a cross-CPU wakeup), so the budget becomes
+ * twice the gap; a longer gap means the client really paused, and the
+ * budget halves back towards spin_us. So a client that submits in bursts
+ * with short pauses keeps the daemon polling, and an idle one costs one
+ * budget now and then.
  */
 static void ring_adapt(struct ring_chan *ch, uint64_t now)
 {
 	const struct ring_settings *g = &ch->srv->rings;
 	uint64_t lo = (uint64_t)g->spin_us * 1000u, hi = (uint64_t)g->spin_max_us * 1000u;
-	uint64_t slept = now - ch->parked_ns;
+	uint64_t gap = now - ch->last_work_ns;
 
 	if (hi < lo)
 		hi = lo;
-	if (ch->spin_ns < lo || ch->spin_ns > hi)
-		ch->spin_ns = lo;
-	if (slept < ch->spin_ns)
-		ch->spin_ns = ch->spin_ns * 2 < hi ? ch->spin_ns * 2 : hi;
-	else if (slept > 16 * ch->spin_ns)
+	if (gap <= hi)
+		ch->spin_ns = 2 * gap < hi ? (2 * gap > lo ? 2 * gap : lo) : hi;
+	else
 		ch->spin_ns = ch->spin_ns / 2 > lo ? ch->spin_ns / 2 : lo;
 }
 
