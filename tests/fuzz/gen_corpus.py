@@ -10,7 +10,9 @@ unique and a crash report names where in the stream a frame sits. The
 version-1 seeds are reproduced byte for byte as they were first written by
 hand; version 2 adds a session that negotiates 2 and uses every on-demand
 paging request, and a PROTO_EVT_FAULT event (the client side's decoder);
-version 3 a session that negotiates 3 and asks for an rkey (IOVA_RKEY).
+version 3 a session that negotiates 3 and asks for an rkey (IOVA_RKEY);
+version 4 a session that negotiates 4 and sets up rings (RING_SETUP), then
+sends what would travel on them.
 
 Layouts mirror proto/proto.h; the _Static_asserts there fix the sizes that
 the asserts below check again.
@@ -24,7 +26,7 @@ HDR = struct.Struct("<IHHIIQ")  # magic, version, type, len, flags, id
 
 (HELLO, DEV_OPEN, DEV_CLOSE, DEV_STATS, MEM_IMPORT, MEM_FREE, IOVA_ALLOC, BATCH, DMA_READ,
  DMA_WRITE, STATUS, LIST_DEVICES, LIST_CLIENTS, CLIENT_MAPS, ODP_REG, ODP_DEREG, ODP_ADVISE,
- ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY) = range(1, 24)
+ ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY, RING_SETUP) = range(1, 25)
 EVT_FAULT = 0x4001
 
 ODP_ACCESS = 0x7
@@ -83,6 +85,10 @@ def iova_rkey(dev, iova):
     return struct.pack("<IIQ", dev, 0, iova)
 
 
+def ring_setup(sq_size, cq_size):
+    return struct.pack("<IIII", sq_size, cq_size, 0, 0)
+
+
 def mem_range(mem, offset, length):
     return struct.pack("<IIQQ", mem, 0, offset, length)
 
@@ -98,7 +104,8 @@ def evt_fault(fault_id, odp, access, offset, length, iova):
 SIZES = [(hello(1, 1), 16), (dev_open(b""), 32), (ref(0), 8), (mem_import(0, 0), 16),
          (iova_alloc(0, 0, 0), 24), (dma(0, 0, 0), 16), (lst(), 16),
          (odp_reg(0, 0, 0, 0, 0, 0), 32), (odp_range(0, 0, 0, 0, 0), 32), (mem_range(0, 0, 0), 24),
-         (fault_done(0, 0), 16), (evt_fault(0, 0, 0, 0, 0, 0), 40), (iova_rkey(0, 0), 16)]
+         (fault_done(0, 0), 16), (evt_fault(0, 0, 0, 0, 0, 0), 40), (iova_rkey(0, 0), 16),
+         (ring_setup(0, 0), 16)]
 for body, size in SIZES:
     assert len(body) == size, (body, size)
 assert len(batch()) == 8 + 7 * 48
@@ -152,6 +159,19 @@ V3 = [
     (None, MEM_FREE, ref(1)),
 ]
 
+# Version 4: a client offering 1..4 sets up rings of 256 KiB each (its fds go
+# with the frame on the socket), then the requests it would put on them.
+V4 = [
+    ("hello_v4", HELLO, hello(1, 4)),
+    ("ring_setup", RING_SETUP, ring_setup(256 << 10, 256 << 10)),
+    (None, DEV_OPEN, dev_open(b"sim0")),
+    (None, MEM_IMPORT, mem_import(0, 0x10000)),
+    (None, IOVA_ALLOC, iova_alloc(1, 0x100000, 0x4000)),
+    (None, BATCH, batch()),
+    (None, DMA_READ, dma(1, 0x100, 0xFFFFF000)),
+    (None, MEM_FREE, ref(1)),
+]
+
 
 def stream(frames, version):
     """Frames of one session; HELLO says the highest version it offers."""
@@ -175,6 +195,8 @@ def main():
     files.update(seeds, stream_v2=s2)
     s3, seeds = stream(V3, 3)
     files.update(seeds, stream_v3=s3)
+    s4, seeds = stream(V4, 4)
+    files.update(seeds, stream_v4=s4)
     # The daemon's unsolicited event: id 0, flags 0, a write fault in region 1.
     files["evt_fault"] = HDR.pack(MAGIC, 2, EVT_FAULT, HDR.size + 40, 0, 0) + evt_fault(
         7, 1, 2, 0x1000, 0x4000, 0x1234)
