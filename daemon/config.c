@@ -509,6 +509,9 @@ static int rings_key(struct parse *p, const char *k, const char *v)
 	} else if (!strcmp(k, "spin_max_us")) {
 		if (!parse_u32(v, 0, 1000000, &g->spin_max_us))
 			return BAD(k, v, "a number from 0 to 1000000");
+	} else if (!strcmp(k, "max_polled")) {
+		if (!parse_u32(v, 1, 65536, &g->max_polled))
+			return BAD(k, v, "a number from 1 to 65536");
 	} else if (!strcmp(k, "max_size")) {
 		if (!parse_size(v, &x) || x > UINT32_MAX || !proto_ring_size_ok((uint32_t)x))
 			return BAD(k, v, "a power of two from 8K to 64M");
@@ -630,6 +633,7 @@ void config_defaults(struct config *c)
 		.spin_us = 50,
 		.spin_max_us = 1000,
 		.max_size = 4u << 20,
+		.max_polled = 16,
 	};
 	/* The default set, each device on a domain of its own. */
 	add_default(c, "sim0", (struct dom_config){ 0 }, 64, false);
@@ -761,8 +765,9 @@ void config_print(const struct config *c, FILE *f)
 		"M\nuser_fault_timeout_ms = %u\n", c->odp.window >> 10,
 		c->odp.sync == ODP_SYNC_PER_PAGE ? "per-page" : "batch", c->odp.implicit_size >> 20,
 		c->odp.user_fault_timeout_ms);
-	fprintf(f, "\n[rings]\nenable = %s\nspin_us = %u\nspin_max_us = %u\nmax_size = %uK\n",
-		yn(c->rings.enable), c->rings.spin_us, c->rings.spin_max_us, c->rings.max_size >> 10);
+	fprintf(f, "\n[rings]\nenable = %s\nspin_us = %u\nspin_max_us = %u\nmax_polled = %u\n"
+		"max_size = %uK\n", yn(c->rings.enable), c->rings.spin_us, c->rings.spin_max_us,
+		c->rings.max_polled, c->rings.max_size >> 10);
 	for (unsigned int i = 0; i < c->ndoms; i++) {
 		const struct dom_config *d = &c->doms[i].dom;
 

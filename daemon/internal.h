@@ -116,6 +116,7 @@ struct ring_settings {
 	uint32_t spin_us;     /* poll an active ring this long after its last work, then sleep */
 	uint32_t spin_max_us; /* ...or up to this long for a ring whose work comes back soon */
 	uint32_t max_size;    /* largest submission or completion ring a client may set up */
+	uint32_t max_polled;  /* rings polled at once; the least recently busy beyond sleep */
 };
 
 struct policy {
@@ -186,8 +187,10 @@ struct srv {
 	struct peers *peers;       /* rdma_listen: remote RDMA peers (peers.c); NULL when off */
 	/* shared-memory rings (ring.c) */
 	struct ring_settings rings;
-	struct ring_chan *ring_active; /* rings being polled */
+	struct ring_chan *ring_active; /* rings being polled, most recently busy first */
+	struct ring_chan *ring_active_tail;
 	uint32_t nring_active;
+	uint32_t nrings;           /* sessions with rings, polled or asleep */
 	uint32_t ring_cpu;         /* 1 + the CPU of the last pass (ring.h's *_cpu) */
 	bool ring_colocated;       /* an active ring's client last ran on that CPU */
 	bool stopping;

@@ -56,6 +56,8 @@
 
 /* While rings are active, sockets and timers are looked at least this often. */
 #define EVENTS_EVERY_NS 20000u
+/* ...and this often while some rings sleep, whose doorbells libevent watches. */
+#define EVENTS_PARKED_NS 3000u
 
 struct ring_chan {
 	struct srv *srv;
@@ -86,21 +88,62 @@ struct ring_chan {
 
 /* ==== the active list ================================================================ */
 
+static void active_unlink(struct ring_chan *ch)
+{
+	struct srv *v = ch->srv;
+
+	if (ch->prev)
+		ch->prev->next = ch->next;
+	else
+		v->ring_active = ch->next;
+	if (ch->next)
+		ch->next->prev = ch->prev;
+	else
+		v->ring_active_tail = ch->prev;
+	ch->next = ch->prev = NULL;
+}
+
+static void active_push(struct ring_chan *ch)
+{
+	struct srv *v = ch->srv;
+
+	ch->prev = NULL;
+	ch->next = v->ring_active;
+	if (v->ring_active)
+		v->ring_active->prev = ch;
+	else
+		v->ring_active_tail = ch;
+	v->ring_active = ch;
+}
+
+static bool ring_park(struct ring_chan *ch);
+
+/*
+ * The active list is in order of last work, most recent first. Polling is
+ * only worth it for rings that are busy now: every pass looks at every
+ * active ring, so past [rings] max_polled the least recently busy one goes
+ * to sleep on its doorbell. Without that bound a thousand clients taking
+ * turns kept a thousand rings active and every request waited for a pass
+ * over all of them.
+ */
 static void ring_activate(struct ring_chan *ch)
 {
 	struct srv *v = ch->srv;
 
 	ch->last_work_ns = now_ns();
-	if (ch->active)
+	if (ch->active) {
+		if (v->ring_active != ch) {
+			active_unlink(ch);
+			active_push(ch);
+		}
 		return;
+	}
 	proto_ring_store(&ch->m.hdr->daemon_flags, 0);
 	ch->active = true;
-	ch->prev = NULL;
-	ch->next = v->ring_active;
-	if (v->ring_active)
-		v->ring_active->prev = ch;
-	v->ring_active = ch;
+	active_push(ch);
 	v->nring_active++;
+	if (v->nring_active > v->rings.max_polled && v->ring_active_tail != ch)
+		(void)ring_park(v->ring_active_tail);
 }
 
 static void ring_deactivate(struct ring_chan *ch)
@@ -109,13 +152,7 @@ static void ring_deactivate(struct ring_chan *ch)
 
 	if (!ch->active)
 		return;
-	if (ch->prev)
-		ch->prev->next = ch->next;
-	else
-		v->ring_active = ch->next;
-	if (ch->next)
-		ch->next->prev = ch->prev;
-	ch->next = ch->prev = NULL;
+	active_unlink(ch);
 	ch->active = false;
 	v->nring_active--;
 }
@@ -134,6 +171,8 @@ static void ring_violation(struct ring_chan *ch, const char *what, uint32_t a, u
 	ch->srv->stats.ring_violations++;
 	ch->conn->dead = true;
 	ring_deactivate(ch);
+	/* Closed from the loop, wherever this was found (an eviction settles nothing). */
+	event_active(ch->conn->resume, EV_TIMEOUT, 0);
 }
 
 /* ==== the completion ring ============================================================= */
@@ -405,6 +444,7 @@ static bool rings_pass(struct srv *v, uint64_t now)
 		if (proto_ring_peek(&ch->m.hdr->client_cpu) == v->ring_cpu)
 			v->ring_colocated = true;
 		if (ring_poll(ch)) {
+			ring_activate(ch); /* to the head: the most recently busy */
 			ch->last_work_ns = now;
 			work = true;
 		} else if (now - ch->last_work_ns >= ch->spin_ns) {
@@ -437,7 +477,9 @@ void srv_run(struct srv *v)
 			odp_svc_poll(v);
 		if (work)
 			last_work = now;
-		if (now - last_events >= EVENTS_EVERY_NS) {
+		/* Sleeping rings' doorbells are in libevent: look sooner while some sleep. */
+		if (now - last_events >= (v->nrings > v->nring_active ? EVENTS_PARKED_NS :
+					  EVENTS_EVERY_NS)) {
 			if (event_base_loop(v->base, EVLOOP_NONBLOCK) < 0)
 				break;
 			last_events = now_ns();
@@ -561,6 +603,7 @@ int ring_setup(struct session *s, const struct proto_req *req, struct ring_chan 
 	proto_ring_store(&ch->m.hdr->sq_head, 0);
 	proto_ring_store(&ch->m.hdr->cq_tail, 0);
 	ch->spin_ns = (uint64_t)v->rings.spin_us * 1000u;
+	v->nrings++;
 	proto_ring_store(&ch->m.hdr->daemon_cpu, proto_ring_my_cpu());
 	ring_activate(ch);
 	*ret = ch;
@@ -600,6 +643,7 @@ void ring_free(struct ring_chan *ch)
 	if (!ch)
 		return;
 	ring_deactivate(ch);
+	ch->srv->nrings--;
 	event_free(ch->bell_ev);
 	close(ch->bell_fd);
 	close(ch->wake_fd);

@@ -700,3 +700,27 @@ Test(rings_off, without_spinning_every_request_rings_the_doorbell, .timeout = 12
 	unsetenv("IOVAD_RING_SPIN_US");
 	stop_cfg();
 }
+
+/* Past max_polled the least recently busy ring sleeps: clients taking turns go through doorbells. */
+Test(rings_off, clients_beyond_max_polled_are_served_through_their_doorbells, .timeout = 120)
+{
+	enum { N = 6 };
+	struct iovad *cl[N];
+	uint64_t sid[N];
+
+	start_cfg("[rings]\nmax_polled = 2\n");
+	unsetenv("IOVAD_RINGS");
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(iovad_connect(d.sock, &cl[i]), 0);
+		cr_assert(iovad_uses_rings(cl[i]));
+	}
+	/* Round-robin: every turn finds the client's ring evicted by the others. */
+	for (int round = 0; round < 20; round++)
+		for (int i = 0; i < N; i++)
+			sid[i] = workload(cl[i]);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(client_flags(sid[i]), PROTO_CLIENT_RINGS);
+		iovad_disconnect(cl[i]);
+	}
+	stop_cfg();
+}
