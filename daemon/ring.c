@@ -56,8 +56,6 @@
 
 /* While rings are active, sockets and timers are looked at least this often. */
 #define EVENTS_EVERY_NS 20000u
-/* ...and this often while some rings sleep, whose doorbells libevent watches. */
-#define EVENTS_PARKED_NS 3000u
 
 struct ring_chan {
 	struct srv *srv;
@@ -477,13 +475,19 @@ void srv_run(struct srv *v)
 			odp_svc_poll(v);
 		if (work)
 			last_work = now;
-		/* Sleeping rings' doorbells are in libevent: look sooner while some sleep. */
-		if (now - last_events >= (v->nrings > v->nring_active ? EVENTS_PARKED_NS :
-					  EVENTS_EVERY_NS)) {
+		/*
+		 * Sockets, timers and the sleeping rings' doorbells are in
+		 * libevent: look every EVENTS_EVERY_NS while the polled rings keep
+		 * us busy, and on every idle pass while some rings sleep (their
+		 * requests wait for nothing else).
+		 */
+		if (now - last_events >= EVENTS_EVERY_NS ||
+		    (!work && v->nrings > v->nring_active)) {
 			if (event_base_loop(v->base, EVLOOP_NONBLOCK) < 0)
 				break;
 			last_events = now_ns();
-		} else if (!work) {
+		}
+		if (!work) {
 			/* A client on our CPU cannot submit while we spin: let it run. */
 			if (proto_ring_should_yield(v->ring_colocated ? v->ring_cpu : 0, v->ring_cpu,
 						    now - last_work))
