@@ -31,80 +31,159 @@
 
 /* The structures are in session.h, shared with odp_svc.c. */
 
-/* ==== sorted vectors ===================================================== */
+/* ==== ordered sets (struct svec) ============================================ */
 
-/* First index whose key is >= (dom, base). */
-uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base)
+static const struct skey *node_key(const struct svec_node *n)
 {
-	uint32_t lo = 0, hi = s->n;
-
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		const struct skey *k = key_at(s, mid);
-
-		if (k->dom < dom || (k->dom == dom && k->base < base))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return (const struct skey *)(const void *)n->e;
 }
 
+static int node_cmp(const struct svec_node *a, const struct svec_node *b)
+{
+	const struct skey *x = node_key(a), *y = node_key(b);
+
+	if (x->dom != y->dom)
+		return x->dom < y->dom ? -1 : 1;
+	return x->base < y->base ? -1 : x->base > y->base;
+}
+
+RB_GENERATE_STATIC(svec_tree, svec_node, link, node_cmp)
+
+static struct svec_node *node_of(const void *e)
+{
+	return (struct svec_node *)(void *)((uint8_t *)(uintptr_t)e - offsetof(struct svec_node, e));
+}
+
+/* A key-only node for lookups (the tree compares keys only). */
+struct svec_probe {
+	struct svec_node n;
+	struct skey k;
+};
+
+static struct svec_node *probe(struct svec_probe *p, uint32_t dom, uint64_t base)
+{
+	memset(p, 0, sizeof(*p));
+	p->k.dom = dom;
+	p->k.base = base;
+	return &p->n;
+}
+
+_Static_assert(offsetof(struct svec_probe, k) == offsetof(struct svec_node, e),
+	       "a probe's key sits where an element's does");
+
+void svec_init(struct svec *s, size_t esz)
+{
+	RB_INIT(&s->t);
+	s->n = 0;
+	s->esz = esz;
+}
+
+void svec_fini(struct svec *s)
+{
+	struct svec_node *n, *t;
+
+	RB_FOREACH_SAFE(n, svec_tree, &s->t, t) {
+		RB_REMOVE(svec_tree, &s->t, n);
+		free(n);
+	}
+	s->n = 0;
+}
+
+void *svec_first(const struct svec *s)
+{
+	struct svec_node *n = RB_MIN(svec_tree, (struct svec_tree *)(uintptr_t)&s->t);
+
+	return n ? n->e : NULL;
+}
+
+void *svec_last(const struct svec *s)
+{
+	struct svec_node *n = RB_MAX(svec_tree, (struct svec_tree *)(uintptr_t)&s->t);
+
+	return n ? n->e : NULL;
+}
+
+void *svec_next(const struct svec *s, const void *e)
+{
+	struct svec_node *n = RB_NEXT(svec_tree, (struct svec_tree *)(uintptr_t)&s->t, node_of(e));
+
+	(void)s; /* the BSD macro takes the head and does not need it */
+
+	return n ? n->e : NULL;
+}
+
+void *svec_at(const struct svec *s, uint32_t i)
+{
+	void *e = i < s->n ? svec_first(s) : NULL;
+
+	while (e && i--)
+		e = svec_next(s, e);
+	return e;
+}
+
+/* A zeroed element with key (dom, base) that the caller fills in; NULL if taken or no memory. */
 void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
 {
-	uint32_t i;
+	struct svec_node *n = calloc(1, sizeof(*n) + s->esz);
+	struct skey *k;
 
-	if (s->n == s->cap) {
-		uint32_t cap = s->cap ? s->cap * 2 : 16;
-		uint8_t *n = realloc(s->v, (size_t)cap * s->esz);
-
-		if (!n)
-			return NULL;
-		s->v = n;
-		s->cap = cap;
+	if (!n)
+		return NULL;
+	k = (struct skey *)(void *)n->e;
+	k->dom = dom;
+	k->base = base;
+	if (RB_INSERT(svec_tree, &s->t, n)) {
+		free(n);
+		return NULL;
 	}
-	i = svec_lower(s, dom, base);
-	memmove(elem(s, i + 1), elem(s, i), (size_t)(s->n - i) * s->esz);
 	s->n++;
-	memset(elem(s, i), 0, s->esz);
-	return elem(s, i);
+	return n->e;
 }
 
 void svec_remove(struct svec *s, void *e)
 {
-	uint32_t i = (uint32_t)(((uint8_t *)e - s->v) / s->esz);
+	struct svec_node *n = node_of(e);
 
-	memmove(elem(s, i), elem(s, i + 1), (size_t)(s->n - i - 1) * s->esz);
+	RB_REMOVE(svec_tree, &s->t, n);
+	free(n);
 	s->n--;
 }
 
 /* The element with exactly (dom, base), or NULL. */
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
 {
-	uint32_t i = svec_lower(s, dom, base);
+	struct svec_probe p;
+	struct svec_node *n = RB_FIND(svec_tree, (struct svec_tree *)(uintptr_t)&s->t,
+				      probe(&p, dom, base));
 
-	if (i < s->n && key_at(s, i)->dom == dom && key_at(s, i)->base == base)
-		return elem(s, i);
-	return NULL;
+	return n ? n->e : NULL;
 }
 
 /* The element whose [base, base + span) holds [iova, iova + len), or NULL. */
 void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
-			     size_t span_off)
+		      size_t span_off)
 {
-	uint32_t i = svec_lower(s, dom, iova + 1);
+	struct svec_tree *t = (struct svec_tree *)(uintptr_t)&s->t;
+	struct svec_probe p;
+	struct svec_node *n;
 	const struct skey *k;
 	uint64_t span;
 
-	if (i == 0)
+	/* The last element with key <= (dom, iova): the one before the first that is above. */
+	if (iova == UINT64_MAX)
+		n = RB_NFIND(svec_tree, t, probe(&p, dom + 1, 0));
+	else
+		n = RB_NFIND(svec_tree, t, probe(&p, dom, iova + 1));
+	n = n ? RB_PREV(svec_tree, t, n) : RB_MAX(svec_tree, t);
+	if (!n)
 		return NULL;
-	k = key_at(s, i - 1);
-	if (k->dom != dom)
+	k = node_key(n);
+	if (k->dom != dom || k->base > iova)
 		return NULL;
-	memcpy(&span, (const uint8_t *)k + span_off, sizeof(span));
+	memcpy(&span, n->e + span_off, sizeof(span));
 	if (iova - k->base >= span || len > span - (iova - k->base))
 		return NULL;
-	return elem(s, i - 1);
+	return n->e;
 }
 
 /* ==== replies ============================================================== */
@@ -466,7 +545,9 @@ static void link_rec_remove(struct session *s, struct sess_state *ss, uint32_t a
 		ss->linked -= ss->links[i].size;
 		mem_unpin(s, ss->links[i].mem);
 	}
-	memmove(&ss->links[a], &ss->links[b], (ss->nlinks - b) * sizeof(*ss->links));
+	/* Nothing after them (and no array at all for a state never linked): no move. */
+	if (b < ss->nlinks)
+		memmove(&ss->links[a], &ss->links[b], (ss->nlinks - b) * sizeof(*ss->links));
 	ss->nlinks -= b - a;
 	s->nlinks -= b - a;
 }
@@ -741,7 +822,8 @@ static void state_remove(struct session *s, struct sess_state *ss)
 	link_rec_trim(s, ss, 0, UINT64_MAX);
 	free(ss->links);
 	free(ss->mrs.v);
-	s->last = NULL; /* elements move */
+	if (s->last == ss)
+		s->last = NULL;
 	svec_remove(&s->states, ss);
 }
 
@@ -1243,8 +1325,9 @@ static int handle_list(struct session *s, const struct proto_req *req)
 		total = target->states.n + target->maps.n;
 		break;
 	}
-	/* LIST_CLIENTS: walk the connection list once, not once per entry. */
+	/* LIST_CLIENTS: walk the connection list once, not once per entry; CLIENT_MAPS its sets. */
 	struct conn *cur = v->conns;
+	const void *it = NULL, *it_map = NULL;
 
 	for (uint32_t k = 0; req->hdr.type == PROTO_CMD_LIST_CLIENTS && k < start && cur; k++)
 		cur = cur->next;
@@ -1276,14 +1359,24 @@ static int handle_list(struct session *s, const struct proto_req *req)
 			struct proto_map_entry me = { 0 };
 
 			if (i < target->states.n) {
-				const struct sess_state *ss = elem(&target->states, i);
+				const struct sess_state *ss;
+
+				/* By position once, then in order: a page costs O(start + count). */
+				it = it ? svec_next(&target->states, it) : svec_at(&target->states, i);
+				ss = it;
 
 				me = (struct proto_map_entry){ .dev = ss->dev, .kind = 1,
 							       .iova = ss->st.addr,
 							       .size = dma_iova_size(&ss->st),
 							       .linked_bytes = ss->linked };
 			} else {
-				const struct sess_map *mp = elem(&target->maps, i - target->states.n);
+				const struct sess_map *mp;
+
+				if (i == target->states.n || !it_map)
+					it_map = svec_at(&target->maps, i - target->states.n);
+				else
+					it_map = svec_next(&target->maps, it_map);
+				mp = it_map;
 
 				me = (struct proto_map_entry){ .dev = mp->dev, .kind = 2,
 							       .iova = mp->dma, .size = mp->size,
@@ -1482,9 +1575,9 @@ struct session *session_new(struct srv *v, struct conn *c, pid_t pid, uid_t uid,
 	s->max_frame = v->lim.max_frame;
 	s->plim.max_frame = v->lim.max_frame;
 	s->plim.max_batch = v->lim.max_batch;
-	s->states.esz = sizeof(struct sess_state);
-	s->maps.esz = sizeof(struct sess_map);
-	s->odp_spans.esz = sizeof(struct odp_span);
+	svec_init(&s->states, sizeof(struct sess_state));
+	svec_init(&s->maps, sizeof(struct sess_map));
+	svec_init(&s->odp_spans, sizeof(struct odp_span));
 	v->stats.sessions_total++;
 	return s;
 }
@@ -1513,8 +1606,9 @@ void session_entry(const struct session *s, struct proto_client_entry *ret)
 {
 	uint64_t linked = 0;
 
-	for (uint32_t i = 0; i < s->states.n; i++)
-		linked += ((const struct sess_state *)elem(&s->states, i))->linked;
+	for (const struct sess_state *ss = svec_first(&s->states); ss;
+	     ss = svec_next(&s->states, ss))
+		linked += ss->linked;
 	*ret = (struct proto_client_entry){
 		.session_id = s->id, .pid = (uint32_t)s->pid, .uid = s->uid, .gid = s->gid,
 		.mems = s->nmems, .mem_bytes = s->mem_bytes, .states = s->states.n,
@@ -1544,7 +1638,7 @@ void session_free(struct session *s)
 	nmems = s->nmems;
 	mem_bytes = s->mem_bytes;
 	while (s->states.n) {
-		struct sess_state *ss = elem(&s->states, s->states.n - 1);
+		struct sess_state *ss = svec_last(&s->states);
 		struct dev_entry *e = &t->devs[ss->dev];
 
 		linked += ss->linked;
@@ -1558,7 +1652,7 @@ void session_free(struct session *s)
 		state_remove(s, ss);
 	}
 	while (s->maps.n) {
-		struct sess_map *mp = elem(&s->maps, s->maps.n - 1);
+		struct sess_map *mp = svec_last(&s->maps);
 		struct dev_entry *e = &t->devs[mp->dev];
 
 		rxe_mr_dereg(mp->mr);
@@ -1583,9 +1677,9 @@ void session_free(struct session *s)
 			   s->id, (int)s->pid, (unsigned int)s->uid, nstates, linked, nmaps, nmems,
 			   mem_bytes);
 	}
-	free(s->states.v);
-	free(s->maps.v);
-	free(s->odp_spans.v);
+	svec_fini(&s->states);
+	svec_fini(&s->maps);
+	svec_fini(&s->odp_spans);
 	free(s->odps);
 	free(s->by_slot);
 	free(s->mems);

@@ -8,6 +8,12 @@
 #ifndef IOVAD_DAEMON_SESSION_H
 #define IOVAD_DAEMON_SESSION_H
 
+/* libbsd's tree.h uses the BSD attribute, which only its overlay mode defines. */
+#ifndef __unused
+#define __unused __attribute__((__unused__))
+#endif
+#include <bsd/sys/tree.h>
+
 #include "internal.h"
 
 struct sess_mem {
@@ -67,9 +73,22 @@ struct sess_map {
 };
 
 /* A vector of elements sorted by (dom, base), each starting with those two keys. */
+/*
+ * A session's IOVA states, streaming mappings and ODP spans, each ordered by
+ * (domain, base): a red-black tree (libbsd's sys/tree.h, the BSD macros),
+ * so that adding or removing one costs O(log n) however many the session
+ * holds. Every element starts with struct skey; elements never move while
+ * they live.
+ */
+struct svec_node {
+	RB_ENTRY(svec_node) link;
+	uint8_t e[] __attribute__((aligned(16)));
+};
+RB_HEAD(svec_tree, svec_node);
+
 struct svec {
-	uint8_t *v;
-	uint32_t n, cap;
+	struct svec_tree t;
+	uint32_t n;
 	size_t esz;
 };
 
@@ -111,7 +130,7 @@ struct session {
 	bool in_frame;              /* a frame's handler runs: the caller flushes the socket */
 };
 
-/* An ODP region's IOVA span, in a vector sorted like states and maps. */
+/* An ODP region's IOVA span, in a tree ordered like states and maps. */
 struct odp_span {
 	uint32_t dom;           /* key: domain index, then base */
 	uint32_t dev;
@@ -126,17 +145,14 @@ struct skey {
 	uint64_t base;
 };
 
-static inline const struct skey *key_at(const struct svec *s, uint32_t i)
-{
-	return (const struct skey *)(s->v + (size_t)i * s->esz);
-}
-
-static inline void *elem(const struct svec *s, uint32_t i)
-{
-	return s->v + (size_t)i * s->esz;
-}
-
-uint32_t svec_lower(const struct svec *s, uint32_t dom, uint64_t base);
+void svec_init(struct svec *s, size_t esz);
+/* Free what is left (the caller has torn the elements down). */
+void svec_fini(struct svec *s);
+void *svec_first(const struct svec *s);
+void *svec_last(const struct svec *s);
+void *svec_next(const struct svec *s, const void *e);
+/* The element at position i in order: O(i), for the admin listings that page by position. */
+void *svec_at(const struct svec *s, uint32_t i);
 void *svec_insert(struct svec *s, uint32_t dom, uint64_t base);
 void svec_remove(struct svec *s, void *e);
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base);

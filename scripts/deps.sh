@@ -16,6 +16,7 @@ pkgs=(
 	librdmacm-dev         # rxe backend: remote peers (rdma_listen)
 	libsystemd-dev        # sd_notify, socket activation
 	libinih-dev           # the configuration file
+	libbsd-dev            # sys/tree.h: the red-black trees of a session's states and maps
 	scdoc                 # man pages
 	# tests/rxe: soft-RoCE (rdma_rxe) in a qemu guest booting Debian's kernel,
 	# whose root is this machine's / (so its modules and userland must be here)

@@ -352,6 +352,63 @@ Test(api, link_records_follow_a_random_model)
 	iovad_dev_close(dev);
 }
 
+/* CLIENT_MAPS from every start: states in IOVA order, then mappings, each exactly once. */
+Test(api, client_maps_pages_through_states_then_mappings)
+{
+	enum { NS = 5, NM = 3 };
+	struct iovad_dev *dev = open_dev("sim0");
+	struct iovad_mem *m = alloc_mem(1 << 20);
+	struct iovad_iova_state st[NS];
+	uint64_t dma[NM], phys = iovad_mem_phys(m);
+	int fd;
+
+	for (int i = 0; i < NS; i++)
+		cr_assert(iovad_iova_try_alloc(dev, &st[i], 0, 8192));
+	for (int i = 0; i < NM; i++)
+		cr_assert_eq(iovad_map_phys(dev, phys + (uint64_t)i * 4096, 4096,
+					    IOVAD_DMA_TO_DEVICE, 0, &dma[i]), 0);
+	fd = raw_connect(d.sock);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(raw_hello(fd), 0);
+	for (uint32_t start = 0; start <= NS + NM; start++) {
+		struct proto_list q = { .session_id = iovad_session_id(c), .start = start };
+		struct proto_list_rpy r;
+		uint8_t buf[4096];
+		uint64_t prev = 0;
+
+		cr_assert_eq(raw_send(fd, PROTO_CMD_CLIENT_MAPS, 20 + start, &q, sizeof(q)), 0);
+		cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
+		cr_assert_eq(frame_status(buf), 0);
+		memcpy(&r, buf + sizeof(struct proto_hdr), sizeof(r));
+		cr_assert_eq(r.total, NS + NM);
+		cr_assert_eq(r.count, NS + NM - start);
+		for (uint32_t k = 0; k < r.count; k++) {
+			struct proto_map_entry e;
+			uint32_t i = start + k;
+			bool found = false;
+
+			memcpy(&e, buf + sizeof(struct proto_hdr) + sizeof(r) + k * sizeof(e),
+			       sizeof(e));
+			cr_assert_eq(e.kind, i < NS ? 1u : 2u, "entry %u", i);
+			/* In IOVA order within each kind. */
+			if (i != NS)
+				cr_assert_gt(e.iova, prev, "entry %u out of order", i);
+			prev = e.iova;
+			for (int j = 0; j < (i < NS ? NS : NM); j++)
+				found |= e.iova == (i < NS ? st[j].addr : dma[j]);
+			cr_assert(found, "entry %u names IOVA %#lx, which is none of ours", i,
+				  (unsigned long)e.iova);
+		}
+	}
+	close(fd);
+	for (int i = 0; i < NM; i++)
+		cr_assert_eq(iovad_unmap_phys(dev, dma[i], 4096, IOVAD_DMA_TO_DEVICE, 0), 0);
+	for (int i = 0; i < NS; i++)
+		cr_assert_eq(iovad_iova_free(dev, &st[i]), 0);
+	iovad_mem_free(m);
+	iovad_dev_close(dev);
+}
+
 /* ---- batching ------------------------------------------------------------------- */
 
 Test(api, batch_is_one_round_trip_and_one_flush)
