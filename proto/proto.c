@@ -389,11 +389,6 @@ int proto_decode_request(const void *buf, size_t len, const struct proto_limits 
 	return check_ranges(ret, lim);
 }
 
-void proto_op_get(const struct proto_req *req, uint32_t i, struct proto_op *ret)
-{
-	memcpy(ret, req->ops + (size_t)i * sizeof(*ret), sizeof(*ret));
-}
-
 int proto_check_reply(const void *buf, size_t len, uint16_t version, uint32_t max_frame,
 		      uint16_t cmd, size_t min_len)
 {
