@@ -622,11 +622,11 @@ int dma_iova_sync(struct dom_device *dev, struct dma_iova_state *state, uint64_t
  * doing CPU cache maintenance and releasing bounce slots (copying back first
  * when the device may have written).
  */
-static void unlink_range_slow(struct dom_device *dev, uint64_t addr, uint64_t size,
-			      enum dma_data_direction dir, unsigned long attrs)
+static void slow_walk(struct dom_device *dev, uint64_t addr, uint64_t end,
+		      enum dma_data_direction dir, unsigned long attrs)
 {
 	struct dom_domain *d = dev->dom;
-	uint64_t end = addr + size, pad = addr & gmask(d);
+	uint64_t pad = addr & gmask(d);
 	bool copy_back = dir == DMA_FROM_DEVICE || dir == DMA_BIDIRECTIONAL;
 
 	while (addr < end) {
@@ -645,6 +645,34 @@ static void unlink_range_slow(struct dom_device *dev, uint64_t addr, uint64_t si
 		addr += len;
 		pad = 0;
 	}
+}
+
+/* Spans at most this many granules are walked granule by granule. */
+#define SLOW_WALK_GRANULES 64u
+
+/*
+ * The kernel walks the whole range a granule at a time, mapped or not, so a
+ * huge state (an implicit ODP region reserves 1 TiB) cost seconds of the
+ * daemon's only thread at teardown: 0.8 s for 1 TiB, 12 s for 16 TiB, every
+ * other client waiting. Spans nothing maps are skipped instead, halving the
+ * range (at granule boundaries) until a span is empty or small: the work is
+ * the granules that are mapped plus O(log size) per mapped span.
+ */
+static void unlink_range_slow(struct dom_device *dev, uint64_t addr, uint64_t size,
+			      enum dma_data_direction dir, unsigned long attrs)
+{
+	struct dom_domain *d = dev->dom;
+	uint64_t end = addr + size, start = addr & ~gmask(d), mid;
+
+	if (!pgtbl_any_mapped(&d->pt, start, end - start))
+		return;
+	if (end - start <= (uint64_t)SLOW_WALK_GRANULES * d->granule) {
+		slow_walk(dev, addr, end, dir, attrs);
+		return;
+	}
+	mid = start + (((end - start) / 2) & ~gmask(d));
+	unlink_range_slow(dev, addr, mid - addr, dir, attrs);
+	unlink_range_slow(dev, mid, end - mid, dir, attrs);
 }
 
 /*
