@@ -33,43 +33,34 @@
 
 /* ==== ordered sets (struct svec) ============================================ */
 
-static const struct skey *node_key(const struct svec_node *n)
-{
-	return (const struct skey *)(const void *)n->e;
-}
-
 static int node_cmp(const struct svec_node *a, const struct svec_node *b)
 {
-	const struct skey *x = node_key(a), *y = node_key(b);
-
-	if (x->dom != y->dom)
-		return x->dom < y->dom ? -1 : 1;
-	return x->base < y->base ? -1 : x->base > y->base;
+	if (a->dom != b->dom)
+		return a->dom < b->dom ? -1 : 1;
+	return a->base < b->base ? -1 : a->base > b->base;
 }
 
 RB_GENERATE_STATIC(svec_tree, svec_node, link, node_cmp)
 
+/* An element sits right after its node, in the same allocation. */
+static void *elem_of(const struct svec_node *n)
+{
+	return (void *)(uintptr_t)(n + 1);
+}
+
 static struct svec_node *node_of(const void *e)
 {
-	return (struct svec_node *)(void *)((uint8_t *)(uintptr_t)e - offsetof(struct svec_node, e));
+	return (struct svec_node *)(uintptr_t)e - 1;
 }
 
-/* A key-only node for lookups (the tree compares keys only). */
-struct svec_probe {
-	struct svec_node n;
-	struct skey k;
-};
-
-static struct svec_node *probe(struct svec_probe *p, uint32_t dom, uint64_t base)
+/* A key-only node for lookups. */
+static struct svec_node *probe(struct svec_node *p, uint32_t dom, uint64_t base)
 {
 	memset(p, 0, sizeof(*p));
-	p->k.dom = dom;
-	p->k.base = base;
-	return &p->n;
+	p->dom = dom;
+	p->base = base;
+	return p;
 }
-
-_Static_assert(offsetof(struct svec_probe, k) == offsetof(struct svec_node, e),
-	       "a probe's key sits where an element's does");
 
 void svec_init(struct svec *s, size_t esz)
 {
@@ -93,14 +84,14 @@ void *svec_first(const struct svec *s)
 {
 	struct svec_node *n = RB_MIN(svec_tree, (struct svec_tree *)(uintptr_t)&s->t);
 
-	return n ? n->e : NULL;
+	return n ? elem_of(n) : NULL;
 }
 
 void *svec_last(const struct svec *s)
 {
 	struct svec_node *n = RB_MAX(svec_tree, (struct svec_tree *)(uintptr_t)&s->t);
 
-	return n ? n->e : NULL;
+	return n ? elem_of(n) : NULL;
 }
 
 void *svec_next(const struct svec *s, const void *e)
@@ -108,8 +99,7 @@ void *svec_next(const struct svec *s, const void *e)
 	struct svec_node *n = RB_NEXT(svec_tree, (struct svec_tree *)(uintptr_t)&s->t, node_of(e));
 
 	(void)s; /* the BSD macro takes the head and does not need it */
-
-	return n ? n->e : NULL;
+	return n ? elem_of(n) : NULL;
 }
 
 void *svec_at(const struct svec *s, uint32_t i)
@@ -125,19 +115,19 @@ void *svec_at(const struct svec *s, uint32_t i)
 void *svec_insert(struct svec *s, uint32_t dom, uint64_t base)
 {
 	struct svec_node *n = calloc(1, sizeof(*n) + s->esz);
-	struct skey *k;
+	struct skey k = { .dom = dom, .base = base };
 
 	if (!n)
 		return NULL;
-	k = (struct skey *)(void *)n->e;
-	k->dom = dom;
-	k->base = base;
+	n->dom = dom;
+	n->base = base;
 	if (RB_INSERT(svec_tree, &s->t, n)) {
 		free(n);
 		return NULL;
 	}
+	memcpy(elem_of(n), &k, sizeof(k));
 	s->n++;
-	return n->e;
+	return elem_of(n);
 }
 
 void svec_remove(struct svec *s, void *e)
@@ -152,11 +142,11 @@ void svec_remove(struct svec *s, void *e)
 /* The element with exactly (dom, base), or NULL. */
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base)
 {
-	struct svec_probe p;
+	struct svec_node p;
 	struct svec_node *n = RB_FIND(svec_tree, (struct svec_tree *)(uintptr_t)&s->t,
 				      probe(&p, dom, base));
 
-	return n ? n->e : NULL;
+	return n ? elem_of(n) : NULL;
 }
 
 /* The element whose [base, base + span) holds [iova, iova + len), or NULL. */
@@ -164,9 +154,7 @@ void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_
 		      size_t span_off)
 {
 	struct svec_tree *t = (struct svec_tree *)(uintptr_t)&s->t;
-	struct svec_probe p;
-	struct svec_node *n;
-	const struct skey *k;
+	struct svec_node p, *n;
 	uint64_t span;
 
 	/* The last element with key <= (dom, iova): the one before the first that is above. */
@@ -175,15 +163,12 @@ void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_
 	else
 		n = RB_NFIND(svec_tree, t, probe(&p, dom, iova + 1));
 	n = n ? RB_PREV(svec_tree, t, n) : RB_MAX(svec_tree, t);
-	if (!n)
+	if (!n || n->dom != dom || n->base > iova)
 		return NULL;
-	k = node_key(n);
-	if (k->dom != dom || k->base > iova)
+	memcpy(&span, (const uint8_t *)elem_of(n) + span_off, sizeof(span));
+	if (iova - n->base >= span || len > span - (iova - n->base))
 		return NULL;
-	memcpy(&span, n->e + span_off, sizeof(span));
-	if (iova - k->base >= span || len > span - (iova - k->base))
-		return NULL;
-	return n->e;
+	return elem_of(n);
 }
 
 /* ==== replies ============================================================== */

@@ -82,8 +82,9 @@ struct sess_map {
  */
 struct svec_node {
 	RB_ENTRY(svec_node) link;
-	uint8_t e[] __attribute__((aligned(16)));
-};
+	uint32_t dom;           /* the element's key, copied: the tree compares nodes */
+	uint64_t base;
+} __attribute__((aligned(16)));  /* the element follows the node */
 RB_HEAD(svec_tree, svec_node);
 
 struct svec {
