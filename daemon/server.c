@@ -22,6 +22,7 @@
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -161,6 +162,13 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	s->nconns--;
 	free(c);
+	/*
+	 * The last client left: give the heap its sessions and buffers grew back
+	 * to the kernel. free() only trims the top of glibc's heap, so without
+	 * this the daemon's RSS stays near its peak until the next load.
+	 */
+	if (!s->nconns)
+		malloc_trim(0);
 	if (!s->stopping)
 		srv_notify_status(s);
 }
