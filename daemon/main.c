@@ -18,6 +18,9 @@
 
 #include "config.h"
 #include "internal.h"
+#ifdef IOVAD_FUZZ_STDIN
+#include "fuzz_stdin.h"
+#endif
 
 #ifndef IOVAD_VERSION
 #define IOVAD_VERSION "0.0.0"
@@ -410,6 +413,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		if (!sigs[i] || event_add(sigs[i], NULL))
 			return 1;
+#ifdef IOVAD_FUZZ_STDIN
+	/* iovad-stdin (tests/fuzz/afl) only: stdin is the one client, then SIGTERM. */
+	if (fuzz_stdin_start(&s))
+		return 1;
+#endif
 
 	r = watchdog_start(&m);
 	if (r < 0)

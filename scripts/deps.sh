@@ -10,6 +10,7 @@ pkgs=(
 	build-essential cmake pkg-config
 	libcriterion-dev      # unit and integration tests
 	valgrind              # memcheck pass over the unit tests
+	afl++                 # scripts/afl.sh: AFL++ against the daemon's socket
 	libevent-dev          # daemon event loop
 	liburing-dev          # daemon data path
 	libibverbs-dev        # rxe backend

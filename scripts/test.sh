@@ -8,8 +8,11 @@
 #                              systemd units checked offline, and the rxe
 #                              checks on soft-RoCE in a qemu guest (tests/rxe:
 #                              the verbs facts, the daemon's verbs module, and
-#                              the daemon with an rxe-backed device)
-#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units, rxe)
+#                              the daemon with an rxe-backed device), a short
+#                              soak (1000 clients) and a bounded AFL++ run
+#                              against the daemon's socket
+#   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units, rxe,
+#                              soak, afl)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
 set -uo pipefail
@@ -86,14 +89,50 @@ run_valgrind() {
 }
 
 run_fuzz() {
-	# Both libFuzzer targets, each for a bounded time: the protocol decoder
-	# (FUZZ_SECONDS, default 60) and the domain engine (FUZZ_ENGINE_SECONDS,
-	# default 30), so about 90 s in all; a crash in either fails the part.
-	echo "== fuzz: proto decoder for ${FUZZ_SECONDS:-60} s, engine for ${FUZZ_ENGINE_SECONDS:-30} s"
+	# The libFuzzer targets, each for a bounded time: the protocol decoder
+	# (FUZZ_SECONDS, default 60), the domain engine (FUZZ_ENGINE_SECONDS,
+	# default 30) and the daemon's sessions (FUZZ_SESSION_SECONDS, default
+	# 30), so about 2 minutes in all; a crash in any fails the part.
+	echo "== fuzz: proto decoder for ${FUZZ_SECONDS:-60} s, engine for ${FUZZ_ENGINE_SECONDS:-30} s," \
+		"sessions for ${FUZZ_SESSION_SECONDS:-30} s"
 	if "$root/scripts/fuzz.sh"; then
 		passed=$((passed + 1))
 	else
 		echo "== fuzz: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
+run_soak() {
+	# tests/soak: 1000 clients of the release build's daemon doing mixed
+	# operations for SOAK_SECONDS (default 12) on each I/O backend, every
+	# result checked; then the daemon's counters must account for every
+	# session, its memory must not have grown during the load, and it must
+	# be back near its baseline once every client has left (the daemon
+	# trims its heap then: glibc would otherwise keep what the sessions
+	# freed, +85 MiB after 1000 clients on io_uring).
+	local bin="$root/build/release/tests/soak/iovad-soak" io
+	"$root/scripts/build.sh" release >/dev/null || { failed=$((failed + 1)); return; }
+	for io in epoll uring; do
+		echo "== soak: ${SOAK_CLIENTS:-1000} clients for ${SOAK_SECONDS:-12} s, io=$io"
+		if "$bin" --clients "${SOAK_CLIENTS:-1000}" --seconds "${SOAK_SECONDS:-12}" --io "$io"; then
+			passed=$((passed + 1))
+		else
+			echo "== soak: io=$io FAILED"
+			failed=$((failed + 1))
+		fi
+	done
+}
+
+run_afl() {
+	# AFL++ against the daemon's socket (scripts/afl.sh) for AFL_SECONDS
+	# (default 60); a crash fails the part and is saved as a regression input
+	# under tests/fuzz/regress/socket/.
+	echo "== afl: the daemon's socket for ${AFL_SECONDS:-60} s"
+	if "$root/scripts/afl.sh"; then
+		passed=$((passed + 1))
+	else
+		echo "== afl: FAILED"
 		failed=$((failed + 1))
 	fi
 }
@@ -155,14 +194,17 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_bench; run_units; run_ctest asan; run_valgrind; run_fuzz; run_rxe ;;
+all) run_ctest release; run_bench; run_soak; run_units; run_ctest asan; run_valgrind; run_fuzz
+	run_afl; run_rxe ;;
 release) run_ctest release; run_bench ;;
 asan) run_ctest asan ;;
 valgrind) run_valgrind ;;
 fuzz) run_fuzz ;;
 units) run_units ;;
 rxe) run_rxe ;;
-*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units|rxe]" >&2; exit 2 ;;
+soak) run_soak ;;
+afl) run_afl ;;
+*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units|rxe|soak|afl]" >&2; exit 2 ;;
 esac
 
 echo "tests: $passed passed, $failed failed"
