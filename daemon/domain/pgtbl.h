@@ -31,6 +31,8 @@
 
 #define PGTBL_IAS_BITS 48
 
+struct pgtbl_chunk; /* private to pgtbl.c */
+
 /* Leaf permissions and attributes (stored in the PTE). */
 enum {
 	PGTBL_READ    = 1u << 0, /* device may read */
@@ -66,9 +68,18 @@ struct pgtbl {
 	uint64_t *root;              /* top-level table */
 	uint32_t root_nr;            /* valid entries in the root */
 	struct pgtbl_stats stats;
-	/* private: emptied tables kept for reuse (already zero), linked through entry 0 */
-	uint64_t *spare;
-	uint32_t nr_spare;
+	/*
+	 * Table memory taken from the system: the root and whole chunks of
+	 * tables, free ones included (>= stats.table_bytes); chunks are kept
+	 * until pgtbl_fini(), so this is the high-water mark. Not in stats: a
+	 * failed map restores those, but a chunk it took stays.
+	 */
+	uint64_t reserved_bytes;
+	/* private: the chunks tables come from (pgtbl.c) */
+	struct pgtbl_chunk **chunks; /* sorted by address */
+	uint32_t nr_chunks, cap_chunks;
+	uint32_t nr_empty;           /* chunks with every table free */
+	struct pgtbl_chunk *avail;   /* chunks with a free table */
 };
 
 /* One leaf as found by a lookup. */

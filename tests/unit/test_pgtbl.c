@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pgtbl.h"
 
@@ -538,6 +539,105 @@ Test(pgtbl, density)
 	cr_assert(ratio >= 8.0 && ratio <= 8.2, "ratio %f", ratio);
 	cr_assert_eq(pt.stats.leaves, pages);
 	pgtbl_fini(&pt);
+}
+
+/* Resident pages of this process (statm's second field), in bytes. */
+static uint64_t resident_bytes(void)
+{
+	unsigned long size, res;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fscanf(f, "%lu %lu", &size, &res), 2);
+	fclose(f);
+	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * What a densely mapped page costs is measured in resident memory, not only
+ * in the tables' own count: a table allocator that pads every table (glibc's
+ * aligned_alloc(4096, 4096) takes two pages) would double it.
+ */
+Test(pgtbl, dense_mapping_resident_memory)
+{
+	struct pgtbl pt;
+	uint64_t before, grew, tables, reserved;
+
+	pt_new(&pt, 12, false, 0);
+	before = resident_bytes();
+	cr_assert_eq(pgtbl_map(&pt, SZ_1G, SZ_1G, SZ_1G, RW), 0);
+	grew = resident_bytes() - before;
+	tables = pt.stats.table_bytes - SZ_4K; /* the root was there before */
+	/*
+	 * 512 leaf tables + 1 L2 + 1 L1: 2 MiB and 8 KiB. The worker process
+	 * itself grows by up to ~150 KiB meanwhile (seen), so allow a quarter
+	 * more; a padding allocator would take twice the tables.
+	 */
+	cr_assert_eq(tables, 514 * SZ_4K);
+	cr_assert_leq(grew, tables + tables / 4, "resident %" PRIu64 " for %" PRIu64 " of tables",
+		      grew, tables);
+	cr_assert_lt(pt.reserved_bytes - pt.stats.table_bytes, 64 * SZ_4K,
+		     "more than one chunk's worth reserved beyond the tables");
+	/* Unmapped, the chunks stay for the next map, which takes no more memory. */
+	reserved = pt.reserved_bytes;
+	cr_assert_eq(pgtbl_unmap(&pt, SZ_1G, SZ_1G, NULL, NULL), (int64_t)SZ_1G);
+	cr_assert_eq(pt.stats.table_bytes, SZ_4K);
+	cr_assert_eq(pt.reserved_bytes, reserved);
+	before = resident_bytes();
+	cr_assert_eq(pgtbl_map(&pt, 3 * SZ_1G, 0, SZ_1G, RW), 0);
+	cr_assert_eq(pt.reserved_bytes, reserved, "a new chunk instead of the free ones");
+	cr_assert_leq(resident_bytes(), before + tables / 4);
+	pgtbl_fini(&pt);
+	cr_assert_eq(pt.reserved_bytes, 0);
+}
+
+/* Tables from many chunks, freed in an order unlike their allocation, every granule. */
+static void chunk_churn(unsigned int gshift)
+{
+	uint64_t g = UINT64_C(1) << gshift, root, reserved;
+	const unsigned int n = 300; /* leaf + intermediate tables: several chunks */
+	struct pgtbl pt;
+
+	pt_new(&pt, gshift, false, 0);
+	root = pt.stats.table_bytes;
+	/* One granule every 1 GiB + 1 granule: a leaf table (and more) per page. */
+	for (unsigned int i = 0; i < n; i++)
+		cr_assert_eq(pgtbl_map(&pt, (uint64_t)i * (SZ_1G + g), (uint64_t)i * g, g, RW), 0);
+	cr_assert_gt(pt.stats.tables, n);
+	for (unsigned int i = 0; i < n; i++)
+		expect_leaf(&pt, (uint64_t)i * (SZ_1G + g), (uint64_t)i * g, g, RW);
+	/* Odd pages first, then even ones: chunks empty out of order. */
+	for (unsigned int pass = 0; pass < 2; pass++)
+		for (unsigned int i = 1 - pass; i < n; i += 2)
+			cr_assert_eq(pgtbl_unmap(&pt, (uint64_t)i * (SZ_1G + g), g, NULL, NULL),
+				     (int64_t)g);
+	cr_assert_eq(pt.stats.tables, 1);
+	cr_assert_eq(pt.stats.table_bytes, root);
+	reserved = pt.reserved_bytes;
+	cr_assert_lt(reserved - pt.stats.tables_freed * g, root + 64 * g,
+		     "more than one chunk beyond the tables ever used");
+	/* And again: every table comes from the chunks already there. */
+	for (unsigned int i = 0; i < n; i++)
+		cr_assert_eq(pgtbl_map(&pt, (uint64_t)i * (SZ_1G + g), (uint64_t)i * g, g, RW), 0);
+	for (unsigned int i = 0; i < n; i++)
+		expect_leaf(&pt, (uint64_t)i * (SZ_1G + g), (uint64_t)i * g, g, RW);
+	cr_assert_eq(pt.reserved_bytes, reserved);
+	pgtbl_fini(&pt);
+}
+
+Test(pgtbl, table_chunks_4k)
+{
+	chunk_churn(12);
+}
+
+Test(pgtbl, table_chunks_16k)
+{
+	chunk_churn(14);
+}
+
+Test(pgtbl, table_chunks_64k)
+{
+	chunk_churn(16);
 }
 
 /* ---- publish ------------------------------------------------------------ */
