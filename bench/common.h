@@ -4,7 +4,8 @@
  * quantiles, CPU pinning, and a private daemon on a temporary socket.
  *
  * Header-only (static inline) so each benchmark stays one source file.
- * Define BENCH_NAME before including it: die() prefixes its messages with it.
+ * Define BENCH_NAME before including it: die() prefixes its messages with it,
+ * and fig_row() names the benchmark with it.
  */
 #ifndef IOVAD_BENCH_COMMON_H
 #define IOVAD_BENCH_COMMON_H
@@ -119,6 +120,42 @@ static inline pid_t start_daemon(const char *bin, const char *sock, const char *
 	}
 	die("daemon did not start", ETIMEDOUT);
 	return -1;
+}
+
+/*
+ * --csv FILE: every figure also as a row appended to FILE, for bench/run-all:
+ * bench,metric,placement,value,unit,baseline,ratio,target (the columns
+ * bench-rings writes), ratio = value / baseline when there is a baseline
+ * (measured in the same run), target as "<=1.25" or ">=0.5" (of the ratio
+ * when there is a baseline, else of the value), empty when none.
+ */
+static inline FILE *fig_open(const char *path)
+{
+	FILE *f = fopen(path, "a");
+
+	if (!f)
+		die(path, errno);
+	return f;
+}
+
+static inline void fig_row(FILE *f, const char *metric, const char *place, double v,
+			   const char *unit, double base, const char *target)
+{
+	if (!f)
+		return;
+	fprintf(f, BENCH_NAME ",%s,%s,%.4f,%s,%.4f,%.4f,%s\n", metric, place, v, unit, base,
+		base > 0 ? v / base : 0.0, target);
+	fflush(f);
+}
+
+/* "socket" when $IOVAD_RINGS turns libiovad's shared-memory rings off, else "rings". */
+static inline const char *transport(void)
+{
+	const char *v = getenv("IOVAD_RINGS");
+
+	if (v && (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off")))
+		return "socket";
+	return "rings";
 }
 
 #endif /* IOVAD_BENCH_COMMON_H */

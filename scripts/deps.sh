@@ -19,6 +19,7 @@ pkgs=(
 	libinih-dev           # the configuration file
 	libbsd-dev            # sys/tree.h: the red-black trees of a session's states and maps
 	scdoc                 # man pages
+	gnuplot-nox           # bench/run-all: the PNG plots (gnuplot without X)
 	# tests/rxe: soft-RoCE (rdma_rxe) in a qemu guest booting Debian's kernel,
 	# whose root is this machine's / (so its modules and userland must be here)
 	qemu-system-x86       # the guest (TCG)

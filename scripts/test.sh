@@ -169,6 +169,16 @@ run_bench() {
 		echo "== release: bench/rxe/run.sh --quick FAILED"
 		failed=$((failed + 1))
 	fi
+	# bench/run-all --smoke: every benchmark in its quick form, their CSVs and plots in
+	# build/report-smoke (seconds; no figure is judged, the docs are not written)
+	echo "== release: bench/run-all --smoke"
+	if out=$("$root/bench/run-all" "$root/build/release" --smoke 2>&1); then
+		passed=$((passed + 1))
+	else
+		echo "$out" | tail -30
+		echo "== release: bench/run-all --smoke FAILED"
+		failed=$((failed + 1))
+	fi
 }
 
 run_rxe() {

@@ -7,7 +7,12 @@
  * in-kernel figures in docs/SEMANTICS.md. Each round times a batch of
  * operations with one clock read at each end, so clock overhead is amortised.
  *
- * Usage: bench-domain [--rounds N] [--quick]
+ * Usage: bench-domain [--rounds N] [--quick] [--csv FILE]
+ *
+ * --csv FILE appends every median as a row for bench/run-all, in the
+ * columns of bench/common.h's fig_row(): bench,metric,placement,value,unit,
+ * baseline,ratio,target (here the baseline is the target, so the ratio is
+ * median / target).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +42,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 struct result {
+	const char *key;   /* the metric's name in the CSV */
 	const char *name;
 	double target;     /* ns; 0 = none */
 	const char *kernel;
@@ -195,20 +201,21 @@ int main(int argc, char **argv)
 {
 	int rounds = 31, ops = 20000, chunks = 64;
 	struct result res[] = {
-		{ .name = "IOVA alloc + free (dma_iova_try_alloc + dma_iova_free)", .target = 50, .kernel = "0.1 us alloc (QEMU intel-iommu)" },
-		{ .name = "IOVA alloc + free (allocator only, magazine hit)", .target = 50, .kernel = "" },
-		{ .name = "link + sync of one 4 KiB page", .target = 60, .kernel = "53 ns map (iommupt)" },
-		{ .name = "link of 256 x 4 KiB, then one sync", .target = 400, .kernel = "380-386 ns map (iommupt)" },
-		{ .name = "unlink of those 256 pages (one flush)", .target = 400, .kernel = "353 ns unmap (iommupt)" },
-		{ .name = "unlink of 256 pages the device had touched (IOTLB warm)", .target = 400, .kernel = "353 ns unmap (iommupt)" },
-		{ .name = "one translated 64 B DMA read, IOTLB hit", .target = 0, .kernel = "" },
-		{ .name = "one translated 64 B DMA read, IOTLB miss + walk", .target = 0, .kernel = "" },
+		{ .key = "iova_alloc_free_ns", .name = "IOVA alloc + free (dma_iova_try_alloc + dma_iova_free)", .target = 50, .kernel = "0.1 us alloc (QEMU intel-iommu)" },
+		{ .key = "iova_alloc_free_raw_ns", .name = "IOVA alloc + free (allocator only, magazine hit)", .target = 50, .kernel = "" },
+		{ .key = "link_sync_1_ns", .name = "link + sync of one 4 KiB page", .target = 60, .kernel = "53 ns map (iommupt)" },
+		{ .key = "link_256_sync_ns", .name = "link of 256 x 4 KiB, then one sync", .target = 400, .kernel = "380-386 ns map (iommupt)" },
+		{ .key = "unlink_256_ns", .name = "unlink of those 256 pages (one flush)", .target = 400, .kernel = "353 ns unmap (iommupt)" },
+		{ .key = "unlink_256_warm_ns", .name = "unlink of 256 pages the device had touched (IOTLB warm)", .target = 400, .kernel = "353 ns unmap (iommupt)" },
+		{ .key = "dma_read_hit_ns", .name = "one translated 64 B DMA read, IOTLB hit", .target = 0, .kernel = "" },
+		{ .key = "dma_read_miss_ns", .name = "one translated 64 B DMA read, IOTLB miss + walk", .target = 0, .kernel = "" },
 	};
 	const int nres = (int)(sizeof(res) / sizeof(res[0]));
 	double *samples[sizeof(res) / sizeof(res[0])];
 	struct dma_iova_state big, st256, dst;
 	struct env e, dense;
 	double table_per_page[2];
+	FILE *csv = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
@@ -216,8 +223,14 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--quick")) {
 			rounds = 5;
 			ops = 2000;
+		} else if (!strcmp(argv[i], "--csv") && i + 1 < argc) {
+			csv = fopen(argv[++i], "a");
+			if (!csv) {
+				perror(argv[i]);
+				return 1;
+			}
 		} else {
-			fprintf(stderr, "usage: %s [--rounds N] [--quick]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--rounds N] [--quick] [--csv FILE]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -282,10 +295,22 @@ int main(int argc, char **argv)
 		}
 		printf("%-56s %9.1f %9.1f %9.1f %8s %7s  %s\n", res[i].name, res[i].med, res[i].min,
 		       res[i].max, tgt, ratio, res[i].kernel);
+		if (csv)
+			fprintf(csv, "bench-domain,%s,inprocess,%.4f,ns,%.4f,%.4f,%s\n", res[i].key,
+				res[i].med, res[i].target,
+				res[i].target > 0 ? res[i].med / res[i].target : 0.0,
+				res[i].target > 0 ? "<=1" : "");
 	}
 	printf("%-56s %9.3f bytes over 64 MiB, %.3f over 1 GiB (target: about 8)\n",
 	       "page-table memory per densely mapped 4 KiB page", table_per_page[0],
 	       table_per_page[1]);
+	if (csv) {
+		fprintf(csv, "bench-domain,table_bytes_per_page_64m,inprocess,%.4f,B,0,0,\n",
+			table_per_page[0]);
+		fprintf(csv, "bench-domain,table_bytes_per_page_1g,inprocess,%.4f,B,0,0,\n",
+			table_per_page[1]);
+		fclose(csv);
+	}
 	env_fini(&e);
 	return 0;
 }

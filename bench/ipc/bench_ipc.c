@@ -13,7 +13,10 @@
  *    same operations done in-process on the domain engine. Target: >= 50%.
  *
  * It starts its own daemon (--daemon PATH, default next to this binary's
- * build tree) on a temporary socket. Not a test: it prints medians.
+ * build tree) on a temporary socket. Not a test: it prints medians, and
+ * --csv FILE appends them as rows (bench/common.h, fig_row). libiovad uses
+ * the shared-memory rings when the daemon offers them; $IOVAD_RINGS=0 keeps
+ * it on the socket, which is what the bare-socket ratios compare.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -234,8 +237,9 @@ int main(int argc, char **argv)
 {
 	const char *bin = IOVAD_DAEMON_PATH, *io = "--io=uring";
 	int iters = 20000, batches = 2000, reps = 5;
-	char dir[] = "/tmp/iovad-bench-XXXXXX", sock[128], echo[128];
+	char dir[] = "/tmp/iovad-bench-XXXXXX", sock[128], echo[128], metric[64];
 	double pps_ipc[2][8], pps_local[8];
+	FILE *csv = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--daemon") && i + 1 < argc)
@@ -244,8 +248,11 @@ int main(int argc, char **argv)
 			io = "--io=epoll";
 		else if (!strcmp(argv[i], "--quick"))
 			iters = 2000, batches = 200, reps = 3;
+		else if (!strcmp(argv[i], "--csv") && i + 1 < argc)
+			csv = fig_open(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--daemon PATH] [--epoll] [--quick]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--daemon PATH] [--epoll] [--quick] [--csv FILE]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -283,6 +290,9 @@ int main(int argc, char **argv)
 		printf("%-34s %12.2f %12.2f %8.2f %8s\n",
 		       placement ? "client and daemon on 2 CPUs" : "client and daemon on 1 CPU", a, b,
 		       a / b, "1.25");
+		snprintf(metric, sizeof(metric), "link_sync_rtt_%s_us", transport());
+		fig_row(csv, metric, placement ? "2cpu" : "1cpu", a, "us", b, "<=1.25");
+		fig_row(csv, "bare_socket_rtt_us", placement ? "2cpu" : "1cpu", b, "us", 0, "");
 		for (int k = 0; k < reps; k++) {
 			pps_ipc[placement][k] = iovad_pages_per_s(c, dev, m, batches);
 			if (placement == 0)
@@ -317,7 +327,13 @@ int main(int argc, char **argv)
 		       mi[0], 100.0 * mi[0] / ml);
 		printf("%-34s %14.0f  %5.1f%% (target >= 50%%)\n", "iovad, on 2 CPUs", mi[1],
 		       100.0 * mi[1] / ml);
+		snprintf(metric, sizeof(metric), "link_pages_per_s_%s", transport());
+		fig_row(csv, "link_pages_per_s_inprocess", "1cpu", ml, "pages/s", 0, "");
+		fig_row(csv, metric, "1cpu", mi[0], "pages/s", ml, ">=0.5");
+		fig_row(csv, metric, "2cpu", mi[1], "pages/s", ml, ">=0.5");
 	}
+	if (csv)
+		fclose(csv);
 	rmdir(dir);
 	return 0;
 }

@@ -26,7 +26,9 @@
  * NP-RDMA's sense: the page is resident, only the IOMMU mapping is missing.
  * Round 0 of each measurement is an untimed warm-up; it also faults in the
  * daemon's own CPU mapping of the memory, a cost of the simulation that a
- * real IOMMU does not have. Not a test: it prints figures, no pass/fail.
+ * real IOMMU does not have. Not a test: it prints figures, no pass/fail;
+ * --csv FILE appends the summary's figures as rows (bench/common.h, fig_row),
+ * placed "rings" or "socket" ($IOVAD_RINGS=0).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -831,10 +833,36 @@ static uint64_t eng_part(const struct opts *o)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
+/* The summary's key=value lines as rows of path (--csv), units from the keys' endings. */
+static void summary_csv(const char *path)
+{
+	FILE *f = fig_open(path);
+	char *save = NULL;
+
+	for (char *l = strtok_r(summary, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		char *eq = strchr(l, '=');
+		const char *unit = "";
+		size_t kl;
+
+		if (!eq)
+			continue;
+		*eq = 0;
+		kl = strlen(l);
+		if (kl > 3 && !strcmp(l + kl - 3, "_us"))
+			unit = "us";
+		else if (strstr(l, "_ns_per_"))
+			unit = "ns";
+		else if (kl > 6 && !strcmp(l + kl - 6, "_per_s"))
+			unit = "/s";
+		fig_row(f, l, transport(), strtod(eq + 1, NULL), unit, 0, "");
+	}
+	fclose(f);
+}
+
 static void usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s [--quick] [--daemon PATH] [--rounds N (1..%d)]\n", argv0,
-		MAX_ROUNDS);
+	fprintf(stderr, "usage: %s [--quick] [--daemon PATH] [--rounds N (1..%d)] [--csv FILE]\n",
+		argv0, MAX_ROUNDS);
 	exit(2);
 }
 
@@ -845,6 +873,7 @@ int main(int argc, char **argv)
 	struct lat_result lat[2];
 	uint64_t eng_cost;
 	int rounds = 0, nplace;
+	const char *csv = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--daemon") && i + 1 < argc) {
@@ -853,6 +882,8 @@ int main(int argc, char **argv)
 			rounds = atoi(argv[++i]);
 			if (rounds < 1 || rounds > MAX_ROUNDS)
 				usage(argv[0]);
+		} else if (!strcmp(argv[i], "--csv") && i + 1 < argc) {
+			csv = argv[++i];
 		} else if (!strcmp(argv[i], "--quick")) {
 			o.rounds = 2;
 			o.lat_pages = 256;
@@ -900,5 +931,7 @@ int main(int argc, char **argv)
 		summ("daemon_adds_per_fault_%s_us=%.2f\n", pl ? "2cpu" : "1cpu", add);
 	}
 	printf("\n\nsummary\n%s", summary);
+	if (csv)
+		summary_csv(csv);
 	return 0;
 }
