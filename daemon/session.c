@@ -1403,6 +1403,18 @@ static int handle_hello(struct session *s, const struct proto_req *req)
 	return 0;
 }
 
+static void drop_frame_fds(struct session *s, uint16_t type)
+{
+	int n = type == PROTO_CMD_MEM_IMPORT ? 1 : type == PROTO_CMD_RING_SETUP ? 3 : 0;
+
+	while (n--) {
+		int fd = conn_take_fd(s->conn);
+
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 static int handle_ring_setup(struct session *s, const struct proto_req *req)
 {
 	struct proto_ring_setup_rpy rpy = { 0 };
@@ -1449,6 +1461,13 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 	s->in_frame = true;
 	r = proto_decode_request(frame, len, &s->plim, &req);
 	if (r) {
+		/*
+		 * A refused MEM_IMPORT or RING_SETUP still takes the fds that came
+		 * with it: left queued, they would go to the next such request,
+		 * which would map another frame's memory.
+		 */
+		if (!s->in_ring)
+			drop_frame_fds(s, req.hdr.type);
 		s->srv->stats.frames_bad++;
 		log_debug("session %" PRIu64 ": bad %s frame: %s", s->id,
 			  proto_cmd_name(req.hdr.type), strerror(-r));

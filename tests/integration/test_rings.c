@@ -447,6 +447,46 @@ Test(rings, setup_checks_what_it_is_given)
 	close(fd);
 }
 
+/* A RING_SETUP refused by the decoder takes its fds along: the next one gets its own. */
+Test(rings, a_refused_setup_takes_its_fds_along)
+{
+	struct proto_ring_setup bad = { .sq_size = PROTO_RING_DEFAULT,
+					.cq_size = PROTO_RING_DEFAULT, .reserved = 1 };
+	struct proto_dev_open o = { 0 };
+	uint8_t buf[512];
+	int fd, stale[3], fds[3];
+	struct raw r;
+
+	memset(&r, 0, sizeof(r));
+	fd = r.fd = raw_connect(d.sock);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(hello_max(fd, PROTO_VERSION_RING, PROTO_FRAME_DEFAULT), 0);
+	stale[0] = proto_ring_create(PROTO_RING_DEFAULT, PROTO_RING_DEFAULT);
+	stale[1] = eventfd(0, EFD_CLOEXEC);
+	stale[2] = eventfd(0, EFD_CLOEXEC);
+	cr_assert_eq(send_fds(fd, PROTO_VERSION_RING, PROTO_CMD_RING_SETUP, 5, &bad, sizeof(bad),
+			      stale, 3), 0);
+	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 5000), 0);
+	cr_assert_eq(frame_status(buf), -EINVAL);
+	/* Now a good one, with fds of its own: its memfd must be the one the daemon maps. */
+	fds[0] = proto_ring_create(PROTO_RING_DEFAULT, PROTO_RING_DEFAULT);
+	cr_assert_eq(proto_ring_map(fds[0], PROTO_RING_DEFAULT, PROTO_RING_DEFAULT, &r.m), 0);
+	r.bell = fds[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r.wake = fds[2] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r.m.hdr->client_flags = PROTO_RING_CLIENT_WAKE;
+	cr_assert_eq(setup_with(fd, PROTO_RING_DEFAULT, PROTO_RING_DEFAULT, fds, 3), 0);
+	strcpy(o.name, "sim0");
+	put(&r, PROTO_CMD_DEV_OPEN, 1, &o, sizeof(o));
+	publish(&r);
+	cr_assert_gt(take(&r, buf, sizeof(buf), 5000), 0,
+		     "the daemon mapped another frame's memfd: nothing came back on ours");
+	cr_assert_eq(frame_status(buf), 0);
+	for (int i = 0; i < 3; i++)
+		close(stale[i]);
+	close(fds[0]);
+	raw_close(&r);
+}
+
 Test(rings, version_3_sessions_have_no_ring_setup)
 {
 	int fd = raw_connect(d.sock), fds[3];
