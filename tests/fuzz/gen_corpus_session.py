@@ -19,12 +19,12 @@ import struct
 import sys
 
 # ctl bits
-B, RAW, FIX, LOOP, RECONNECT = 1, 2, 4, 8, 16
+B, RAW, FIX, LOOP, RECONNECT, RING = 1, 2, 4, 8, 16, 128
 FD_SEALED, FD_UNSEALED, FD_NONE, FD_TWO = 0, 1, 2, 3
 
 (HELLO, DEV_OPEN, DEV_CLOSE, DEV_STATS, MEM_IMPORT, MEM_FREE, IOVA_ALLOC, BATCH, DMA_READ,
  DMA_WRITE, STATUS, LIST_DEVICES, LIST_CLIENTS, CLIENT_MAPS, ODP_REG, ODP_DEREG, ODP_ADVISE,
- ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY) = range(1, 24)
+ ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY, RING_SETUP) = range(1, 25)
 LINK, SYNC, UNLINK, DESTROY, FREE, MAP, UNMAP = range(1, 8)
 BIDI, TO_DEV, FROM_DEV = 0, 1, 2
 
@@ -289,6 +289,37 @@ SEEDS["version1"] = setup(version=1) + b"".join([
 ])
 SEEDS["version2_rkey"] = setup(version=2) + b"".join([
     dev_open("sim0"), mem_import(4), iova_alloc(1, fx(0), P), iova_rkey(1, fx(0)),
+])
+
+
+# Version 4: the same lifecycle through a shared-memory ring (RING_SETUP on the
+# socket with its three fds, MEM_IMPORT on the socket with its memfd, the rest
+# on the ring); then refusals (an unsealed memfd, a pipe for a doorbell, no
+# fds, a second setup), and a client that breaks its own ring.
+RING_LIFECYCLE = [
+    rec(RING_SETUP, bytes(16)),
+    dev_open("sim0", RING), mem_import(16),
+    iova_alloc(1, fx(0), 4 * P, FIX | RING),
+    batch([op(LINK, 1, fx(0), fx(0), 0, 4 * P), op(SYNC, 1, fx(0), 0, 0, 4 * P)], ctl=FIX | RING),
+    dma_write(1, fx(0, 0x100), b"0123456789abcdef", FIX | RING),
+    dma_read(1, fx(0, 0xF0), 64, FIX | RING),
+    odp_reg(1, 1, 0, 16 * P, ctl=RING), dma_read(1, fx(1, 5 * P), 32, FIX | RING),
+    ref(DEV_STATS, 1, ctl=RING), lst(CLIENT_MAPS, 0, 0, FIX | RING),
+    batch([op(DESTROY, 1, fx(0), 0, 0, 4 * P)], ctl=FIX | RING),
+    ref(MEM_FREE, 1, ctl=RING),
+]
+SEEDS["rings"] = setup(version=4) + b"".join(RING_LIFECYCLE)
+SEEDS["rings_refused"] = setup(version=4) + b"".join([
+    rec(RING_SETUP, bytes(16), fd=FD_UNSEALED), rec(RING_SETUP, bytes(16), fd=FD_TWO),
+    rec(RING_SETUP, bytes(16), fd=FD_NONE), rec(RING_SETUP, bytes(16), ctl=B),
+    rec(RING_SETUP, bytes(16)), rec(RING_SETUP, bytes(16)), dev_open("sim0", RING),
+    mem_import(4, RING),
+])
+SEEDS["rings_broken"] = setup(version=4) + b"".join(RING_LIFECYCLE[:4] + [
+    raw(frame(DEV_STATS, struct.pack("<II", 1, 0), version=4, ident=9), RING),
+    raw(b"\xab" * 40, RING),
+    raw(b"\xff\xff" + struct.pack("<II", 1 << 20, 0), RING | B),
+    dev_open("sim0", RING | B),
 ])
 
 
