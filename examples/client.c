@@ -134,7 +134,9 @@ int main(int argc, char **argv)
 	struct iovad *c;
 
 	CHECK(iovad_connect(argc > 1 ? argv[1] : NULL, &c));
-	printf("connected: session %" PRIu64 "\n", iovad_session_id(c));
+	/* Requests go through shared-memory rings when the daemon offers them. */
+	printf("connected: session %" PRIu64 ", requests over %s\n", iovad_session_id(c),
+	       iovad_uses_rings(c) ? "shared-memory rings" : "the socket");
 	run(c, "sim0", 0x2345, 5 * 4096 + 0x321);
 	run(c, "untrusted0", 0x40123, 3 * 4096 + 0x10);
 	run(c, "sim64k0", 0, 3 * 65536);
