@@ -116,8 +116,10 @@ static int resolve_explicit(void *arg, uint64_t off, uint64_t *phys, uint64_t *r
 {
 	struct sess_odp *o = arg;
 
-	if (!o->mem || off >= o->r.size)
+	if (!o->mem || off >= o->r.size) {
+		*run = 0;
 		return -EFAULT;
+	}
 	*phys = o->mem->obj->phys + o->mem_off + off;
 	*run = o->r.size - off;
 	return 0;
@@ -143,14 +145,35 @@ static struct sess_mem *slot_find(const struct session *s, uint64_t off)
 	return off - m->implicit_off < m->obj->size ? m : NULL;
 }
 
+/* Bytes from off to the next object's slot (or the region's end): a hole of the region. */
+static uint64_t slot_gap(const struct sess_odp *o, uint64_t off)
+{
+	const struct session *s = o->sess;
+	uint32_t lo = 0, hi = s->nby_slot;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (s->by_slot[mid]->implicit_off <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < s->nby_slot && s->by_slot[lo]->implicit_off < o->r.size)
+		return s->by_slot[lo]->implicit_off - off;
+	return o->r.size - off;
+}
+
 static int resolve_implicit(void *arg, uint64_t off, uint64_t *phys, uint64_t *run)
 {
 	struct sess_odp *o = arg;
 	struct sess_mem *m = slot_find(o->sess, off);
 	uint64_t g = o->e->dom->granule, in;
 
-	if (!m)
+	if (!m) {
+		*run = off < o->r.size ? slot_gap(o, off) : 0;
 		return -EFAULT;
+	}
 	in = off - m->implicit_off;
 	*phys = m->obj->phys + in;
 	*run = (m->obj->size - in) & ~(g - 1);

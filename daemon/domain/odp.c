@@ -358,14 +358,24 @@ static int64_t resolve_hole(struct odp_job *j, uint64_t off, uint64_t max, struc
 
 	x->len = 0;
 	ret = r->resolve(r->arg, off, &phys, &run);
+	if (ret) {
+		/*
+		 * No backing: fatal where the device asked, skipped where we
+		 * guessed; the whole hole at once when resolve says how long it
+		 * is, so a prefetch over a sparse region costs what is backed,
+		 * not the region's size.
+		 */
+		if (required)
+			return -EFAULT;
+		run &= ~(j->g - 1);
+		return (int64_t)(run > j->g ? min_u64(run, max) : j->g);
+	}
 	/* Resolve must hand back whole granules of memory we know. */
-	if (!ret && (!run || ((phys | run) & (j->g - 1))))
+	if (!run || ((phys | run) & (j->g - 1)))
 		ret = -EFAULT;
 	o = ret ? NULL : pmem_find(pmem, phys);
-	if (!o) {
-		/* No backing: fatal where the device asked, skipped where we guessed. */
+	if (!o)
 		return required ? -EFAULT : (int64_t)j->g;
-	}
 	n = min_u64(min_u64(run, max), o->size - (phys - o->phys));
 	n &= ~(j->g - 1);
 	if (!n)

@@ -100,7 +100,9 @@ uint64_t odp_hist_quantile(const struct odp_hist *h, double q);
 /*
  * Where the region's byte at off (granule-aligned) lives: *phys, and in *run
  * how many bytes from off are backed contiguously (a granule multiple > 0).
- * Return: 0, or -EFAULT when nothing backs off. Called during
+ * Return: 0, or -EFAULT when nothing backs off; then *run may say how many
+ * bytes from off have no backing (0: not known, one granule is assumed), so
+ * that a prefetch steps over a whole hole at once. Called during
  * odp_service(); it may call odp_invalidate() on the region (a notifier that
  * fires while the fault resolves), which makes the fault retry.
  */
