@@ -125,8 +125,8 @@ static int resolve_explicit(void *arg, uint64_t off, uint64_t *phys, uint64_t *r
 	return 0;
 }
 
-/* The live object whose implicit range holds off, by binary search. */
-static struct sess_mem *slot_find(const struct session *s, uint64_t off)
+/* Index of the first live object whose implicit range starts after off. */
+static uint32_t slot_after(const struct session *s, uint64_t off)
 {
 	uint32_t lo = 0, hi = s->nby_slot;
 
@@ -138,10 +138,18 @@ static struct sess_mem *slot_find(const struct session *s, uint64_t off)
 		else
 			hi = mid;
 	}
-	if (!lo)
-		return NULL;
-	struct sess_mem *m = s->by_slot[lo - 1];
+	return lo;
+}
 
+/* The live object whose implicit range holds off, by binary search. */
+static struct sess_mem *slot_find(const struct session *s, uint64_t off)
+{
+	uint32_t i = slot_after(s, off);
+	struct sess_mem *m;
+
+	if (!i)
+		return NULL;
+	m = s->by_slot[i - 1];
 	return off - m->implicit_off < m->obj->size ? m : NULL;
 }
 
@@ -149,18 +157,10 @@ static struct sess_mem *slot_find(const struct session *s, uint64_t off)
 static uint64_t slot_gap(const struct sess_odp *o, uint64_t off)
 {
 	const struct session *s = o->sess;
-	uint32_t lo = 0, hi = s->nby_slot;
+	uint32_t i = slot_after(s, off);
 
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-
-		if (s->by_slot[mid]->implicit_off <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < s->nby_slot && s->by_slot[lo]->implicit_off < o->r.size)
-		return s->by_slot[lo]->implicit_off - off;
+	if (i < s->nby_slot && s->by_slot[i]->implicit_off < o->r.size)
+		return s->by_slot[i]->implicit_off - off;
 	return o->r.size - off;
 }
 
