@@ -124,16 +124,22 @@ static bool ring_park(struct ring_chan *ch);
  * turns kept a thousand rings active and every request waited for a pass
  * over all of them.
  */
+/* An active ring that just worked goes to the head: the most recently busy. */
+static void active_to_front(struct ring_chan *ch)
+{
+	if (ch->srv->ring_active != ch) {
+		active_unlink(ch);
+		active_push(ch);
+	}
+}
+
 static void ring_activate(struct ring_chan *ch)
 {
 	struct srv *v = ch->srv;
 
 	ch->last_work_ns = now_ns();
 	if (ch->active) {
-		if (v->ring_active != ch) {
-			active_unlink(ch);
-			active_push(ch);
-		}
+		active_to_front(ch);
 		return;
 	}
 	proto_ring_store(&ch->m.hdr->daemon_flags, 0);
@@ -442,7 +448,10 @@ static bool rings_pass(struct srv *v, uint64_t now)
 		if (proto_ring_peek(&ch->m.hdr->client_cpu) == v->ring_cpu)
 			v->ring_colocated = true;
 		if (ring_poll(ch)) {
-			ring_activate(ch); /* to the head: the most recently busy */
+			/* The pass's clock serves: no second read per busy ring. A ring
+			 * its poll found broken has left the list already. */
+			if (ch->active)
+				active_to_front(ch);
 			ch->last_work_ns = now;
 			work = true;
 		} else if (now - ch->last_work_ns >= ch->spin_ns) {
