@@ -44,6 +44,7 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
 	[PROTO_CMD_LIST_ODP] = sizeof(struct proto_list),
 	[PROTO_CMD_IOVA_RKEY] = sizeof(struct proto_iova_rkey),
 	[PROTO_CMD_RING_SETUP] = sizeof(struct proto_ring_setup),
+	[PROTO_CMD_RESUME] = sizeof(struct proto_resume),
 };
 
 /*
@@ -53,6 +54,8 @@ static const int32_t req_body_len[PROTO_CMD_MAX] = {
  */
 static uint16_t req_since(uint16_t type)
 {
+	if (type >= PROTO_CMD_RESUME)
+		return PROTO_VERSION_RESUME;
 	if (type >= PROTO_CMD_RING_SETUP)
 		return PROTO_VERSION_RING;
 	if (type >= PROTO_CMD_IOVA_RKEY)
@@ -85,6 +88,7 @@ static const char *const cmd_names[PROTO_CMD_MAX] = {
 	[PROTO_CMD_LIST_ODP] = "LIST_ODP",
 	[PROTO_CMD_IOVA_RKEY] = "IOVA_RKEY",
 	[PROTO_CMD_RING_SETUP] = "RING_SETUP",
+	[PROTO_CMD_RESUME] = "RESUME",
 };
 
 const char *proto_cmd_name(uint16_t type)
@@ -154,6 +158,8 @@ static int check_reserved(const struct proto_req *r)
 	switch (r->hdr.type) {
 	case PROTO_CMD_HELLO:
 		return r->u.hello.reserved ? -EINVAL : 0;
+	case PROTO_CMD_RESUME:
+		return r->u.resume.hello.reserved ? -EINVAL : 0;
 	case PROTO_CMD_DEV_OPEN: {
 		const char *n = r->u.dev_open.name;
 		size_t len = strnlen(n, PROTO_DEV_NAME_MAX);
@@ -229,10 +235,16 @@ static bool range_ok(uint64_t offset, uint64_t len)
 static int check_ranges(const struct proto_req *r, const struct proto_limits *lim)
 {
 	switch (r->hdr.type) {
-	case PROTO_CMD_HELLO: {
+	case PROTO_CMD_HELLO:
+	case PROTO_CMD_RESUME: {
 		const struct proto_hello *h = &r->u.hello;
+		uint16_t floor = PROTO_VERSION_MIN;
 
-		if (h->version_min > h->version_max || h->version_max < PROTO_VERSION_MIN ||
+		if (r->hdr.type == PROTO_CMD_RESUME) {
+			h = &r->u.resume.hello;
+			floor = PROTO_VERSION_RESUME;
+		}
+		if (h->version_min > h->version_max || h->version_max < floor ||
 		    h->version_min > PROTO_VERSION_MAX)
 			return -EPROTONOSUPPORT;
 		if (h->max_frame < PROTO_FRAME_MIN || h->max_batch == 0)
@@ -328,9 +340,12 @@ int proto_decode_request(const void *buf, size_t len, const struct proto_limits 
 	/* 2. header */
 	if (ret->hdr.magic != PROTO_MAGIC)
 		return -EBADMSG;
-	/* 3. version: only HELLO until one has been accepted */
+	/* 3. version: only HELLO (or RESUME, from version 5) until one has been accepted */
 	if (!lim->version) {
-		if (ret->hdr.type != PROTO_CMD_HELLO || ret->hdr.version < PROTO_VERSION_MIN ||
+		bool resume = ret->hdr.type == PROTO_CMD_RESUME;
+
+		if ((ret->hdr.type != PROTO_CMD_HELLO && !resume) ||
+		    ret->hdr.version < (resume ? PROTO_VERSION_RESUME : PROTO_VERSION_MIN) ||
 		    ret->hdr.version > PROTO_VERSION_MAX)
 			return -EPROTONOSUPPORT;
 	} else if (ret->hdr.version != lim->version) {

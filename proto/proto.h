@@ -17,6 +17,14 @@
  *   4  shared-memory rings: RING_SETUP hands the daemon a sealed memfd with
  *      a submission and a completion ring, and two eventfd doorbells (see
  *      ring.h). The rings carry the same frames as the socket.
+ *   5  durable sessions: at version 5 HELLO's reply carries a session token
+ *      (struct proto_session after struct proto_hello_rpy). A daemon with a
+ *      state journal keeps the session's devices, memory, IOVA states,
+ *      links, mappings and ODP regions across its own restart; RESUME,
+ *      sent instead of HELLO on a new connection, reattaches them. The
+ *      client then resends every request it had no reply to, with the same
+ *      id: the daemon answers one it already made durable from its record
+ *      of the reply, and runs the others.
  *
  * Framing: a SOCK_STREAM Unix socket carries frames. Every frame starts with
  * struct proto_hdr; hdr.len is the whole frame, header included. Requests
@@ -41,10 +49,11 @@
 
 #define PROTO_MAGIC        0x44564f49u /* "IOVD" */
 #define PROTO_VERSION_MIN  1
-#define PROTO_VERSION_MAX  4
+#define PROTO_VERSION_MAX  5
 #define PROTO_VERSION_ODP  2  /* the first version with the ODP messages */
 #define PROTO_VERSION_RKEY 3  /* the first version with IOVA_RKEY */
 #define PROTO_VERSION_RING 4  /* the first version with RING_SETUP */
+#define PROTO_VERSION_RESUME 5 /* the first version with session tokens and RESUME */
 #define PROTO_VERSION      PROTO_VERSION_MAX
 
 /* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
@@ -81,6 +90,7 @@ enum proto_cmd {
 	PROTO_CMD_LIST_ODP = 22,      /* admin */
 	PROTO_CMD_IOVA_RKEY = 23,     /* version 3 and later from here on */
 	PROTO_CMD_RING_SETUP = 24,    /* version 4 and later from here on */
+	PROTO_CMD_RESUME = 25,        /* version 5 and later from here on */
 	PROTO_CMD_MAX,
 };
 #define PROTO_RPY        0x8000u
@@ -150,6 +160,33 @@ struct proto_hello_rpy {
 	uint32_t max_mems;   /* this client's limits */
 	uint32_t max_states;
 	uint64_t max_mem_bytes;
+};
+
+/*
+ * Version 5: HELLO's and RESUME's replies go on with the session's token.
+ * The reply is then sizeof(proto_hello_rpy) + sizeof(proto_session) bytes.
+ */
+#define PROTO_TOKEN_LEN 16
+#define PROTO_SESSION_DURABLE 0x1u /* journaled: survives the daemon's restart */
+struct proto_session {
+	uint8_t token[PROTO_TOKEN_LEN]; /* secret: with session_id, reattaches the session */
+	uint32_t flags;                 /* PROTO_SESSION_* */
+	uint32_t reserved;
+};
+
+/*
+ * RESUME (version 5): the first frame of a new connection instead of HELLO,
+ * reattaching a session that survived a daemon restart (or whose connection
+ * broke while the daemon was restarting). The hello part negotiates as
+ * HELLO does; version_max must be at least 5. Errors: -ENOENT (no such
+ * session: the daemon lost it, or it was not durable, or its grace period
+ * ended), -EACCES (wrong token, or another uid), -EBUSY (another
+ * connection holds it).
+ */
+struct proto_resume {
+	struct proto_hello hello;
+	uint64_t session_id;
+	uint8_t token[PROTO_TOKEN_LEN];
 };
 
 struct proto_dev_open {
@@ -492,6 +529,8 @@ PROTO_CHECK(proto_hdr, 24);
 PROTO_CHECK(proto_status, 8);
 PROTO_CHECK(proto_hello, 16);
 PROTO_CHECK(proto_hello_rpy, 48);
+PROTO_CHECK(proto_session, 24);
+PROTO_CHECK(proto_resume, 40);
 PROTO_CHECK(proto_dev_open, 32);
 PROTO_CHECK(proto_dev_open_rpy, 40);
 PROTO_CHECK(proto_dev_ref, 8);
@@ -571,6 +610,7 @@ struct proto_req {
 	struct proto_hdr hdr;
 	union {
 		struct proto_hello hello;
+		struct proto_resume resume;
 		struct proto_dev_open dev_open;
 		struct proto_dev_ref dev_ref;
 		struct proto_mem_import mem_import;
