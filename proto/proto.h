@@ -600,7 +600,7 @@ PROTO_CHECK(proto_ring_setup_rpy, 16);
 
 /* Per-connection negotiated state the decoder checks frames against. */
 struct proto_limits {
-	uint16_t version;    /* 0 until HELLO: then only HELLO is accepted */
+	uint16_t version;    /* 0 until HELLO: then only HELLO (or RESUME, version >= 5) is accepted */
 	uint32_t max_frame;
 	uint32_t max_batch;
 };
@@ -646,7 +646,8 @@ int64_t proto_frame_len(const void *buf, size_t avail, uint32_t max_frame);
  * included). Never trusts a length and never asserts on input.
  * Return: 0 with *ret filled; -EMSGSIZE (length bounds), -EBADMSG (magic,
  * or a length that does not match the type), -EPROTONOSUPPORT (version, or
- * anything but HELLO before HELLO), -ENOSYS (unknown type), -EINVAL
+ * anything but HELLO or RESUME before HELLO, or RESUME in a header below
+ * version 5), -ENOSYS (unknown type), -EINVAL
  * (non-zero reserved field, or a field out of range); -ENOSYS also for a
  * type the negotiated version does not have. On any error ret->hdr
  * holds as much of the header as the frame had (zeros otherwise), so an

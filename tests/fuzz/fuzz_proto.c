@@ -41,6 +41,8 @@ static const struct proto_limits lim_after2 = { PROTO_VERSION_ODP, PROTO_FRAME_D
 						PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim_after3 = { PROTO_VERSION_RKEY, PROTO_FRAME_DEFAULT,
 						PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim_after5 = { PROTO_VERSION_RESUME, PROTO_FRAME_DEFAULT,
+						PROTO_BATCH_DEFAULT };
 
 static volatile uint8_t sink;
 
@@ -64,10 +66,21 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 
 	CHECK(req->hdr.len == len && req->hdr.magic == PROTO_MAGIC && !req->hdr.flags);
 	CHECK(req->hdr.type >= PROTO_CMD_HELLO && req->hdr.type < PROTO_CMD_MAX);
-	CHECK(lim->version ? req->hdr.version == lim->version : req->hdr.type == PROTO_CMD_HELLO);
+	/* The first frame: HELLO, or RESUME in a header of version 5 or later. */
+	CHECK(lim->version ? req->hdr.version == lim->version :
+			     req->hdr.type == PROTO_CMD_HELLO ||
+				     (req->hdr.type == PROTO_CMD_RESUME &&
+				      req->hdr.version >= PROTO_VERSION_RESUME &&
+				      req->hdr.version <= PROTO_VERSION_MAX));
 	/* A session never decodes a type newer than its version. */
-	CHECK(req->hdr.type < PROTO_CMD_ODP_REG || lim->version >= PROTO_VERSION_ODP);
-	CHECK(req->hdr.type < PROTO_CMD_IOVA_RKEY || lim->version >= PROTO_VERSION_RKEY);
+	CHECK(req->hdr.type < PROTO_CMD_ODP_REG || !lim->version ||
+	      lim->version >= PROTO_VERSION_ODP);
+	CHECK(req->hdr.type < PROTO_CMD_IOVA_RKEY || !lim->version ||
+	      lim->version >= PROTO_VERSION_RKEY);
+	CHECK(req->hdr.type < PROTO_CMD_RING_SETUP || !lim->version ||
+	      lim->version >= PROTO_VERSION_RING);
+	CHECK(req->hdr.type < PROTO_CMD_RESUME || !lim->version ||
+	      lim->version >= PROTO_VERSION_RESUME);
 	switch (req->hdr.type) {
 	case PROTO_CMD_BATCH: {
 		uint32_t n = req->u.batch.count;
@@ -149,6 +162,15 @@ static void check_req(const uint8_t *b, size_t len, const struct proto_limits *l
 	case PROTO_CMD_IOVA_RKEY:
 		CHECK(req->u.iova_rkey.dev && !req->u.iova_rkey.reserved);
 		break;
+	case PROTO_CMD_RESUME: {
+		const struct proto_hello *h = &req->u.resume.hello;
+
+		CHECK(!h->reserved && h->max_frame >= PROTO_FRAME_MIN && h->max_batch);
+		CHECK(h->version_min <= h->version_max && h->version_min <= PROTO_VERSION_MAX &&
+		      h->version_max >= PROTO_VERSION_RESUME);
+		CHECK(!req->ops && !req->data);
+		break;
+	}
 	default:
 		CHECK(!req->ops && !req->data);
 		break;
@@ -186,15 +208,20 @@ static void stream(const uint8_t *data, size_t size)
 		if (r == -EMSGSIZE || r == -EPROTONOSUPPORT ||
 		    (r == -EBADMSG && req.hdr.magic != PROTO_MAGIC))
 			return;
-		if (!r && req.hdr.type == PROTO_CMD_HELLO && !lim.version) {
+		if (!r && !lim.version &&
+		    (req.hdr.type == PROTO_CMD_HELLO || req.hdr.type == PROTO_CMD_RESUME)) {
 			/* The daemon's choice: the highest version both sides speak. */
+			const struct proto_hello *h = req.hdr.type == PROTO_CMD_HELLO ?
+							      &req.u.hello :
+							      &req.u.resume.hello;
+
 			lim.version = PROTO_VERSION_MAX;
-			if (req.u.hello.version_max < lim.version)
-				lim.version = req.u.hello.version_max;
-			if (req.u.hello.max_frame < lim.max_frame)
-				lim.max_frame = req.u.hello.max_frame;
-			if (req.u.hello.max_batch < lim.max_batch)
-				lim.max_batch = req.u.hello.max_batch;
+			if (h->version_max < lim.version)
+				lim.version = h->version_max;
+			if (h->max_frame < lim.max_frame)
+				lim.max_frame = h->max_frame;
+			if (h->max_batch < lim.max_batch)
+				lim.max_batch = h->max_batch;
 		}
 		off += (size_t)fl;
 	}
@@ -243,6 +270,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(fl == (int64_t)size);
 	r2 = decode_checked(data, size, &lim_after2, &req);
 	if (r2 == 0)
+		CHECK(fl == (int64_t)size);
+	/* On a version-5 session: RESUME decodes there too (the daemon's -EALREADY). */
+	if (decode_checked(data, size, &lim_after5, &req) == 0)
 		CHECK(fl == (int64_t)size);
 	/* A version-3 request from a version-2 client: a type it does not have. */
 	if (decode_checked(data, size, &lim_after3, &req) == 0 &&

@@ -12,7 +12,8 @@ hand; version 2 adds a session that negotiates 2 and uses every on-demand
 paging request, and a PROTO_EVT_FAULT event (the client side's decoder);
 version 3 a session that negotiates 3 and asks for an rkey (IOVA_RKEY);
 version 4 a session that negotiates 4 and sets up rings (RING_SETUP), then
-sends what would travel on them.
+sends what would travel on them; version 5 a session that negotiates 5, and
+a connection that opens with RESUME instead of HELLO and resends a request.
 
 Layouts mirror proto/proto.h; the _Static_asserts there fix the sizes that
 the asserts below check again.
@@ -26,7 +27,8 @@ HDR = struct.Struct("<IHHIIQ")  # magic, version, type, len, flags, id
 
 (HELLO, DEV_OPEN, DEV_CLOSE, DEV_STATS, MEM_IMPORT, MEM_FREE, IOVA_ALLOC, BATCH, DMA_READ,
  DMA_WRITE, STATUS, LIST_DEVICES, LIST_CLIENTS, CLIENT_MAPS, ODP_REG, ODP_DEREG, ODP_ADVISE,
- ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY, RING_SETUP) = range(1, 25)
+ ODP_INVALIDATE, MEM_DISCARD, ODP_STATS, FAULT_DONE, LIST_ODP, IOVA_RKEY, RING_SETUP,
+ RESUME) = range(1, 26)
 EVT_FAULT = 0x4001
 
 ODP_ACCESS = 0x7
@@ -39,6 +41,10 @@ EFAULT = 14
 
 def hello(vmin, vmax):
     return struct.pack("<HHIII", vmin, vmax, 64 << 10, 256, 0)
+
+
+def resume(vmin, vmax, session_id, token):
+    return hello(vmin, vmax) + struct.pack("<Q16s", session_id, token)
 
 
 def dev_open(name):
@@ -105,7 +111,7 @@ SIZES = [(hello(1, 1), 16), (dev_open(b""), 32), (ref(0), 8), (mem_import(0, 0),
          (iova_alloc(0, 0, 0), 24), (dma(0, 0, 0), 16), (lst(), 16),
          (odp_reg(0, 0, 0, 0, 0, 0), 32), (odp_range(0, 0, 0, 0, 0), 32), (mem_range(0, 0, 0), 24),
          (fault_done(0, 0), 16), (evt_fault(0, 0, 0, 0, 0, 0), 40), (iova_rkey(0, 0), 16),
-         (ring_setup(0, 0), 16)]
+         (ring_setup(0, 0), 16), (resume(5, 5, 0, b""), 40)]
 for body, size in SIZES:
     assert len(body) == size, (body, size)
 assert len(batch()) == 8 + 7 * 48
@@ -172,6 +178,24 @@ V4 = [
     (None, MEM_FREE, ref(1)),
 ]
 
+# Version 5: a client offering 1..5 (the reply carries the session's token),
+# then a new connection that reattaches session 1 with RESUME and resends
+# the BATCH it had no reply to.
+TOKEN = bytes(range(0xA0, 0xB0))
+V5 = [
+    ("hello_v5", HELLO, hello(1, 5)),
+    (None, DEV_OPEN, dev_open(b"sim0")),
+    (None, MEM_IMPORT, mem_import(0, 0x10000)),
+    (None, IOVA_ALLOC, iova_alloc(1, 0x100000, 0x4000)),
+    (None, BATCH, batch()),
+    ("resume_again", RESUME, resume(5, 5, 1, TOKEN)),  # on the session: -EALREADY
+]
+V5_RESUME = [
+    ("resume", RESUME, resume(5, 5, 1, TOKEN)),
+    (None, BATCH, batch()),
+    (None, MEM_FREE, ref(1)),
+]
+
 
 def stream(frames, version):
     """Frames of one session; HELLO says the highest version it offers."""
@@ -197,6 +221,10 @@ def main():
     files.update(seeds, stream_v3=s3)
     s4, seeds = stream(V4, 4)
     files.update(seeds, stream_v4=s4)
+    s5, seeds = stream(V5, 5)
+    files.update(seeds, stream_v5=s5)
+    s5r, seeds = stream(V5_RESUME, 5)
+    files.update(seeds, stream_v5_resume=s5r)
     # The daemon's unsolicited event: id 0, flags 0, a write fault in region 1.
     files["evt_fault"] = HDR.pack(MAGIC, 2, EVT_FAULT, HDR.size + 40, 0, 0) + evt_fault(
         7, 1, 2, 0x1000, 0x4000, 0x1234)

@@ -3,8 +3,9 @@
  * test_proto.c - the wire protocol decoder: the fixed validation order and
  * its errnos, every request type, batches, framing, reply checks, version 2's
  * on-demand paging messages (and that a version-1 session knows none of
- * them), the client's event decoder, and a randomized robustness pass over
- * mutated frames.
+ * them), the client's event decoder, versions 3 and 4's types, version 5's
+ * RESUME (a first frame like HELLO, in a version-5 header only), and a
+ * randomized robustness pass over mutated frames.
  */
 #include <criterion/criterion.h>
 
@@ -28,8 +29,9 @@
 /*
  * Decoder limits: before HELLO, a session that negotiated version 1 (a client
  * that offered only 1), one that negotiated version 2, and tight negotiations
- * of each. The version-1 tests below keep running on a version-1 session: a
- * daemon that speaks 2 must still serve such a client exactly as before.
+ * of each; then sessions of versions 3, 4 and 5. The version-1 tests below
+ * keep running on a version-1 session: a daemon that speaks 5 must still
+ * serve such a client exactly as before.
  */
 static const struct proto_limits lim0 = { 0, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim1 = { 1, PROTO_FRAME_DEFAULT, PROTO_BATCH_DEFAULT };
@@ -41,11 +43,15 @@ static const struct proto_limits lim3 = { PROTO_VERSION_RKEY, PROTO_FRAME_DEFAUL
 					  PROTO_BATCH_DEFAULT };
 static const struct proto_limits lim4 = { PROTO_VERSION_RING, PROTO_FRAME_DEFAULT,
 					  PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim5 = { PROTO_VERSION_RESUME, PROTO_FRAME_DEFAULT,
+					  PROTO_BATCH_DEFAULT };
+static const struct proto_limits lim5_tight = { PROTO_VERSION_RESUME, PROTO_FRAME_MIN, 4 };
 
-/* The version-2 request types, in order; then version 3's. */
+/* The version-2 request types, in order; then version 3's, 4's and 5's. */
 #define V2_FIRST PROTO_CMD_ODP_REG
 #define V3_FIRST PROTO_CMD_IOVA_RKEY
 #define V4_FIRST PROTO_CMD_RING_SETUP
+#define V5_FIRST PROTO_CMD_RESUME
 #define NV2 (V3_FIRST - V2_FIRST)
 
 /* Room for the largest frame plus slack for unaligned placement. */
@@ -81,6 +87,8 @@ static void set_version(uint8_t *b, uint16_t version)
 /* The first version that has a request type (what PROTOCOL.md's table says); 1 if none has. */
 static uint16_t type_version(uint16_t type)
 {
+	if (type >= V5_FIRST && type < PROTO_CMD_MAX)
+		return PROTO_VERSION_RESUME;
 	if (type >= V4_FIRST && type < PROTO_CMD_MAX)
 		return PROTO_VERSION_RING;
 	if (type >= V3_FIRST && type < PROTO_CMD_MAX)
@@ -88,10 +96,14 @@ static uint16_t type_version(uint16_t type)
 	return type >= V2_FIRST && type < PROTO_CMD_MAX ? PROTO_VERSION_ODP : 1;
 }
 
-/* The limits a valid frame of type decodes under: its own version's session. */
+/*
+ * The limits a valid frame of type decodes under: its own version's session;
+ * HELLO's and RESUME's are the first frame's (RESUME also decodes on a
+ * version-5 session, where the daemon answers it -EALREADY: see proto_v5).
+ */
 static const struct proto_limits *lim_for(uint16_t type)
 {
-	if (type == PROTO_CMD_HELLO)
+	if (type == PROTO_CMD_HELLO || type == PROTO_CMD_RESUME)
 		return &lim0;
 	if (type_version(type) == PROTO_VERSION_RING)
 		return &lim4;
@@ -100,7 +112,7 @@ static const struct proto_limits *lim_for(uint16_t type)
 	return type_version(type) == 1 ? &lim1 : &lim2;
 }
 
-/* A frame of the first version that has its type (HELLO: version 1). */
+/* A frame of the first version that has its type (HELLO: version 1; RESUME: 5). */
 static size_t frame(uint8_t *b, uint16_t type, const void *body, size_t blen)
 {
 	struct proto_hdr h;
@@ -147,6 +159,15 @@ static void valid_ops(struct proto_op *ops, uint32_t n)
 		ops[i] = mkop((uint16_t)(1 + i % (PROTO_OP_MAX - 1)), (uint8_t)(i % 3),
 			      attrs[i % 5]);
 }
+
+/* RESUME's canonical body: the hello part offers 5 and up, then the session's name and token. */
+static const struct proto_resume resume_ok = {
+	.hello = { PROTO_VERSION_RESUME, PROTO_VERSION_MAX, PROTO_FRAME_DEFAULT,
+		   PROTO_BATCH_DEFAULT, 0 },
+	.session_id = UINT64_C(0x5e55105e55105e55),
+	.token = { 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac,
+		   0xad, 0xae, 0xaf },
+};
 
 /* The canonical valid frame of each request type. */
 static size_t valid_frame(uint8_t *b, uint16_t type)
@@ -269,6 +290,8 @@ static size_t valid_frame(uint8_t *b, uint16_t type)
 
 		return frame(b, type, &g, sizeof(g));
 	}
+	case PROTO_CMD_RESUME:
+		return frame(b, type, &resume_ok, sizeof(resume_ok));
 	default:
 		cr_assert_fail("no valid frame for type %u", type);
 		return 0;
@@ -324,6 +347,8 @@ static long fixed_body(uint16_t type)
 		return sizeof(struct proto_iova_rkey);
 	case PROTO_CMD_RING_SETUP:
 		return sizeof(struct proto_ring_setup);
+	case PROTO_CMD_RESUME:
+		return sizeof(struct proto_resume);
 	default:
 		return -1;
 	}
@@ -461,8 +486,28 @@ Test(proto_decode, rejects_wrong_version)
 	static const uint16_t bad1[] = { 0, 2, PROTO_VERSION_MAX + 1, 0xffff };
 	/* On a version-2 session, 1 is wrong too: the version is fixed by HELLO. */
 	static const uint16_t bad2[] = { 0, 1, PROTO_VERSION_MAX + 1, 0xffff };
+	/* On a version-5 session, every older version is wrong. */
+	static const uint16_t bad5[] = {
+		0,
+		1,
+		PROTO_VERSION_ODP,
+		PROTO_VERSION_RKEY,
+		PROTO_VERSION_RING,
+		PROTO_VERSION_MAX + 1,
+		0xffff,
+	};
 	/* HELLO may carry any version the daemon speaks, and none other. */
 	static const uint16_t bad_hello[] = { 0, PROTO_VERSION_MAX + 1, 0xffff };
+	/* RESUME only a version that has it. */
+	static const uint16_t bad_resume[] = {
+		0,
+		1,
+		PROTO_VERSION_ODP,
+		PROTO_VERSION_RKEY,
+		PROTO_VERSION_RING,
+		PROTO_VERSION_MAX + 1,
+		0xffff,
+	};
 	size_t len = valid_frame(buf, PROTO_CMD_DEV_CLOSE);
 
 	cr_assert_eq(decode(buf, len, &lim1), 0);
@@ -476,6 +521,12 @@ Test(proto_decode, rejects_wrong_version)
 		set_version(buf, bad2[i]);
 		cr_assert_eq(decode(buf, len, &lim2), -EPROTONOSUPPORT, "version %u", bad2[i]);
 	}
+	set_version(buf, PROTO_VERSION_RESUME);
+	cr_assert_eq(decode(buf, len, &lim5), 0);
+	for (size_t i = 0; i < sizeof(bad5) / sizeof(bad5[0]); i++) {
+		set_version(buf, bad5[i]);
+		cr_assert_eq(decode(buf, len, &lim5), -EPROTONOSUPPORT, "version %u", bad5[i]);
+	}
 	/* Before HELLO, HELLO itself must carry a version in range. */
 	len = valid_frame(buf, PROTO_CMD_HELLO);
 	for (size_t i = 0; i < sizeof(bad_hello) / sizeof(bad_hello[0]); i++) {
@@ -485,6 +536,17 @@ Test(proto_decode, rejects_wrong_version)
 	for (uint16_t v = PROTO_VERSION_MIN; v <= PROTO_VERSION_MAX; v++) {
 		set_version(buf, v);
 		cr_assert_eq(decode(buf, len, &lim0), 0, "HELLO in version %u", v);
+	}
+	/* And RESUME, in place of HELLO, a version from 5 on. */
+	len = valid_frame(buf, PROTO_CMD_RESUME);
+	for (size_t i = 0; i < sizeof(bad_resume) / sizeof(bad_resume[0]); i++) {
+		set_version(buf, bad_resume[i]);
+		cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT, "version %u",
+			     bad_resume[i]);
+	}
+	for (uint16_t v = PROTO_VERSION_RESUME; v <= PROTO_VERSION_MAX; v++) {
+		set_version(buf, v);
+		cr_assert_eq(decode(buf, len, &lim0), 0, "RESUME in version %u", v);
 	}
 }
 
@@ -502,6 +564,10 @@ Test(proto_decode, version_beats_type)
 	cr_assert_eq(decode(buf, len, &lim1), -EPROTONOSUPPORT);
 	set_version(buf, 1);
 	cr_assert_eq(decode(buf, len, &lim2), -EPROTONOSUPPORT);
+	/* RESUME in a version-5 header on a version-4 session: the version is wrong first. */
+	put16(buf, offsetof(struct proto_hdr, type), PROTO_CMD_RESUME);
+	set_version(buf, PROTO_VERSION_RESUME);
+	cr_assert_eq(decode(buf, len, &lim4), -EPROTONOSUPPORT);
 }
 
 Test(proto_decode, rejects_unknown_type)
@@ -512,6 +578,7 @@ Test(proto_decode, rejects_unknown_type)
 		100,
 		PROTO_RPY | PROTO_CMD_HELLO,
 		PROTO_RPY | PROTO_CMD_STATUS,
+		PROTO_RPY | PROTO_CMD_RESUME,
 		PROTO_RPY_ERROR,
 	};
 	size_t len = valid_frame(buf, PROTO_CMD_STATUS);
@@ -522,9 +589,13 @@ Test(proto_decode, rejects_unknown_type)
 		cr_assert_eq(decode(buf, len, &lim1), -ENOSYS, "type %#x", bad[i]);
 		set_version(buf, PROTO_VERSION_ODP);
 		cr_assert_eq(decode(buf, len, &lim2), -ENOSYS, "type %#x in version 2", bad[i]);
+		set_version(buf, PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim5), -ENOSYS, "type %#x in version 5", bad[i]);
 	}
 	/* An event's type is no request, in either direction. */
 	put16(buf, offsetof(struct proto_hdr, type), PROTO_EVT_FAULT);
+	cr_assert_eq(decode(buf, len, &lim5), -ENOSYS);
+	set_version(buf, PROTO_VERSION_ODP);
 	cr_assert_eq(decode(buf, len, &lim2), -ENOSYS);
 }
 
@@ -572,20 +643,52 @@ Test(proto_decode, reserved_beats_ranges)
 	/* hdr.flags is a reserved field too. */
 	put32(buf, offsetof(struct proto_hdr, flags), 1);
 	cr_assert_eq(decode(buf, len, &lim0), -EINVAL);
+	/* RESUME's hello part, the same way, before HELLO and on a version-5 session. */
+	{
+		struct proto_resume rs = resume_ok;
+
+		rs.hello = h;
+		len = frame(buf, PROTO_CMD_RESUME, &rs, sizeof(rs));
+		cr_assert_eq(decode(buf, len, &lim0), -EINVAL);
+		cr_assert_eq(decode(buf, len, &lim5), -EINVAL);
+		put32(buf, BODY(struct proto_resume, hello.reserved), 0);
+		cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT);
+		cr_assert_eq(decode(buf, len, &lim5), -EPROTONOSUPPORT);
+		put32(buf, offsetof(struct proto_hdr, flags), 1);
+		cr_assert_eq(decode(buf, len, &lim0), -EINVAL);
+		cr_assert_eq(decode(buf, len, &lim5), -EINVAL);
+	}
 }
 
 Test(proto_decode, only_hello_before_hello)
 {
+	/* Only HELLO, or RESUME in its place (version 5). */
 	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
+		bool first = t == PROTO_CMD_HELLO || t == PROTO_CMD_RESUME;
 		size_t len = valid_frame(buf, t);
 
-		cr_assert_eq(decode(buf, len, &lim0), t == PROTO_CMD_HELLO ? 0 : -EPROTONOSUPPORT,
+		cr_assert_eq(decode(buf, len, &lim0), first ? 0 : -EPROTONOSUPPORT,
 			     "%s before HELLO", proto_cmd_name(t));
+		/* Whatever version the frame says: a version-5 header lets nothing else in. */
+		set_version(buf, PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim0), first ? 0 : -EPROTONOSUPPORT,
+			     "%s in version 5 before HELLO", proto_cmd_name(t));
+	}
+	/* RESUME, but in the header of a version without it: no first frame either. */
+	{
+		size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+
+		for (uint16_t v = PROTO_VERSION_MIN; v < PROTO_VERSION_RESUME; v++) {
+			set_version(buf, v);
+			cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT, "version %u", v);
+		}
 	}
 	/* Unknown types too: "anything but HELLO" wins over -ENOSYS. */
 	frame(buf, 0, NULL, 0);
 	cr_assert_eq(decode(buf, HDR, &lim0), -EPROTONOSUPPORT);
 	frame(buf, PROTO_CMD_MAX, NULL, 0);
+	cr_assert_eq(decode(buf, HDR, &lim0), -EPROTONOSUPPORT);
+	set_version(buf, PROTO_VERSION_RESUME);
 	cr_assert_eq(decode(buf, HDR, &lim0), -EPROTONOSUPPORT);
 }
 
@@ -595,6 +698,11 @@ Test(proto_decode, hello_after_hello_still_decodes)
 	size_t len = valid_frame(buf, PROTO_CMD_HELLO);
 
 	cr_assert_eq(decode(buf, len, &lim1), 0);
+	set_version(buf, PROTO_VERSION_RESUME);
+	cr_assert_eq(decode(buf, len, &lim5), 0);
+	/* So is a RESUME on a version-5 session (-EALREADY too). */
+	len = valid_frame(buf, PROTO_CMD_RESUME);
+	cr_assert_eq(decode(buf, len, &lim5), 0);
 }
 
 /* ---- every request type ------------------------------------------------------ */
@@ -750,6 +858,8 @@ Test(proto_decode, rejects_nonzero_reserved)
 		/* version 4 */
 		{ PROTO_CMD_RING_SETUP, BODY(struct proto_ring_setup, flags), 4 },
 		{ PROTO_CMD_RING_SETUP, BODY(struct proto_ring_setup, reserved), 4 },
+		/* version 5 */
+		{ PROTO_CMD_RESUME, BODY(struct proto_resume, hello.reserved), 4 },
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -805,11 +915,17 @@ Test(proto_decode, hello_ranges)
 		{ { 3, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 1, 3, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 4, 3, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
-		/* Version 4, and nothing above it. */
+		/* Version 4. */
 		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 1, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
-		{ { 5, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
 		{ { 5, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
+		/* Version 5, and nothing above it. */
+		{ { 5, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 1, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 5, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 6, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 6, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
 		{ { 1, 1, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL },
 		{ { 1, 1, 0, 1, 0 }, -EINVAL },
 		{ { 1, 1, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL },
@@ -1747,6 +1863,8 @@ Test(proto_misc, cmd_names_and_hdr_init)
 	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_LIST_ODP), "LIST_ODP");
 	cr_assert_str_eq(proto_cmd_name(PROTO_EVT_FAULT), "EVT_FAULT");
 	cr_assert_str_eq(proto_cmd_name(PROTO_EVT_FAULT | PROTO_RPY), "UNKNOWN");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_RESUME), "RESUME");
+	cr_assert_str_eq(proto_cmd_name(PROTO_CMD_RESUME | PROTO_RPY), "RESUME");
 	for (uint16_t t = PROTO_CMD_HELLO; t < PROTO_CMD_MAX; t++) {
 		cr_assert_not_null(proto_cmd_name(t), "type %u", t);
 		cr_assert_str_neq(proto_cmd_name(t), "UNKNOWN");
@@ -1798,14 +1916,27 @@ static void check_decoded(const uint8_t *b, size_t len, const struct proto_limit
 	cr_assert_eq(req->hdr.magic, PROTO_MAGIC);
 	cr_assert_eq(req->hdr.flags, 0);
 	cr_assert(req->hdr.type >= PROTO_CMD_HELLO && req->hdr.type < PROTO_CMD_MAX);
-	if (!lim->version)
-		cr_assert_eq(req->hdr.type, PROTO_CMD_HELLO);
-	else
+	if (!lim->version) {
+		/* The first frame: HELLO, or RESUME in a header of version 5 or later. */
+		cr_assert(req->hdr.type == PROTO_CMD_HELLO || req->hdr.type == PROTO_CMD_RESUME);
+		cr_assert(req->hdr.version <= PROTO_VERSION_MAX);
+		cr_assert_geq(req->hdr.version, type_version(req->hdr.type));
+	} else {
 		cr_assert_eq(req->hdr.version, lim->version);
-	/* A session never decodes a type its version does not have. */
-	if (req->hdr.type != PROTO_CMD_HELLO)
+		/* A session never decodes a type its version does not have. */
 		cr_assert_geq(lim->version, type_version(req->hdr.type));
+	}
 	switch (req->hdr.type) {
+	case PROTO_CMD_HELLO:
+	case PROTO_CMD_RESUME: {
+		const struct proto_hello *h =
+			req->hdr.type == PROTO_CMD_HELLO ? &req->u.hello : &req->u.resume.hello;
+
+		cr_assert(!h->reserved && h->max_frame >= PROTO_FRAME_MIN && h->max_batch);
+		cr_assert(h->version_min <= h->version_max && h->version_min <= PROTO_VERSION_MAX);
+		cr_assert_geq(h->version_max, type_version(req->hdr.type));
+		break;
+	}
 	case PROTO_CMD_ODP_REG: {
 		const struct proto_odp_reg *o = &req->u.odp_reg;
 
@@ -1911,8 +2042,10 @@ static uint32_t pick_interesting(struct rng *r)
 
 static void robustness(uint64_t seed, unsigned int iters)
 {
-	static const struct proto_limits *lims[] = { &lim0, &lim1, &lim_tight, &lim2, &lim2_tight,
-						     &lim3 };
+	/* Before HELLO, then in order of version: lims[i] for i >= 1 never goes down. */
+	static const struct proto_limits *lims[] = {
+		&lim0, &lim1, &lim_tight, &lim2, &lim2_tight, &lim3, &lim4, &lim5, &lim5_tight,
+	};
 	const uint32_t nlims = sizeof(lims) / sizeof(lims[0]);
 	struct rng rng = { seed };
 	uint64_t hits[6] = { 0 }; /* 0, EMSGSIZE, EBADMSG, EPROTONOSUPPORT, ENOSYS, EINVAL */
@@ -1929,20 +2062,20 @@ static void robustness(uint64_t seed, unsigned int iters)
 		int r;
 
 		/*
-		 * Mostly the HELLO-state that lets the type through: a version-2
-		 * type needs a version-2 session, a version-1 type takes either.
+		 * Mostly the HELLO-state that lets the type through: HELLO before
+		 * HELLO, RESUME there too or on a version-5 session, any other type
+		 * on a session of its version or a later one.
 		 */
 		if (rnd_below(&rng, 4)) {
-			if (t == PROTO_CMD_HELLO)
+			if (t == PROTO_CMD_HELLO || (t == PROTO_CMD_RESUME && rnd_below(&rng, 2))) {
 				lim = &lim0;
-			else if (type_version(t) == PROTO_VERSION_RING)
-				lim = &lim4;
-			else if (type_version(t) == PROTO_VERSION_RKEY)
-				lim = &lim3;
-			else if (type_version(t) == PROTO_VERSION_ODP)
-				lim = lims[3 + rnd_below(&rng, 3)];
-			else
-				lim = lims[1 + rnd_below(&rng, nlims - 1)];
+			} else {
+				uint32_t first = 1;
+
+				while (lims[first]->version < type_version(t))
+					first++;
+				lim = lims[first + rnd_below(&rng, nlims - first)];
+			}
 		}
 		/*
 		 * A session's frames carry its version; so a version-2 type sent
@@ -2217,4 +2350,356 @@ Test(proto_v4, ring_sizes_are_powers_of_two_within_bounds)
 		memset(buf + len, 0, 8);
 		cr_assert_eq(decode(buf, len + 8, &lim4), -EBADMSG);
 	}
+}
+
+/* ---- version 5: durable sessions ------------------------------------------------------------ */
+
+/* A RESUME frame carrying blen bytes of rs (zeros past its end), in a header of version. */
+static size_t resume_frame(uint8_t *b, const struct proto_resume *rs, size_t blen, uint16_t version)
+{
+	uint8_t body[2 * sizeof(*rs)] = { 0 };
+	size_t len;
+
+	cr_assert_leq(blen, sizeof(body));
+	memcpy(body, rs, blen < sizeof(*rs) ? blen : sizeof(*rs));
+	len = frame(b, PROTO_CMD_RESUME, body, blen);
+	set_version(b, version);
+	return len;
+}
+
+Test(proto_v5, resume_decodes_as_the_first_frame)
+{
+	size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+	struct proto_req req;
+
+	cr_assert_eq(len, HDR + 40);
+	memset(&req, 0xcc, sizeof(req));
+	cr_assert_eq(proto_decode_request(buf, len, &lim0, &req), 0);
+	cr_assert_eq(req.hdr.type, PROTO_CMD_RESUME);
+	cr_assert_eq(req.hdr.version, PROTO_VERSION_RESUME);
+	cr_assert_eq(req.hdr.id, FRAME_ID ^ PROTO_CMD_RESUME);
+	cr_assert_eq(req.u.resume.hello.version_min, PROTO_VERSION_RESUME);
+	cr_assert_eq(req.u.resume.hello.version_max, PROTO_VERSION_MAX);
+	cr_assert_eq(req.u.resume.hello.max_frame, PROTO_FRAME_DEFAULT);
+	cr_assert_eq(req.u.resume.hello.max_batch, PROTO_BATCH_DEFAULT);
+	cr_assert_eq(req.u.resume.session_id, resume_ok.session_id);
+	cr_assert_eq(memcmp(req.u.resume.token, resume_ok.token, PROTO_TOKEN_LEN), 0);
+	cr_assert_null(req.ops);
+	cr_assert_null(req.data);
+	/* The wire layout: the hello part, the session's id at 16, the token at 24. */
+	cr_assert_eq(sizeof(struct proto_resume), 40);
+	cr_assert_eq(offsetof(struct proto_resume, session_id), 16);
+	cr_assert_eq(offsetof(struct proto_resume, token), 24);
+	/* Whether id and token name a session is the daemon's to say (-ENOENT, -EACCES). */
+	{
+		struct proto_resume rs = resume_ok;
+
+		rs.session_id = 0;
+		memset(rs.token, 0, sizeof(rs.token));
+		len = resume_frame(buf, &rs, sizeof(rs), PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim0), 0);
+		rs.session_id = UINT64_MAX;
+		memset(rs.token, 0xff, sizeof(rs.token));
+		len = resume_frame(buf, &rs, sizeof(rs), PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim0), 0);
+	}
+}
+
+Test(proto_v5, resume_needs_a_version_5_header)
+{
+	static const uint16_t bad[] = {
+		0,
+		1,
+		PROTO_VERSION_ODP,
+		PROTO_VERSION_RKEY,
+		PROTO_VERSION_RING,
+		PROTO_VERSION_MAX + 1,
+		0xffff,
+	};
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct proto_hello h = resume_ok.hello;
+
+		len = resume_frame(buf, &resume_ok, sizeof(resume_ok), bad[i]);
+		cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT, "version %u", bad[i]);
+		/* The version step comes before the length and the reserved fields. */
+		len = resume_frame(buf, &resume_ok, sizeof(resume_ok) + 8, bad[i]);
+		put32(buf, BODY(struct proto_resume, hello.reserved), 1);
+		cr_assert_eq(decode(buf, len, &lim0), -EPROTONOSUPPORT, "version %u", bad[i]);
+		/* Where HELLO, the same hello part, is fine in any version the daemon speaks. */
+		len = frame(buf, PROTO_CMD_HELLO, &h, sizeof(h));
+		set_version(buf, bad[i]);
+		cr_assert_eq(decode(buf, len, &lim0),
+			     bad[i] >= PROTO_VERSION_MIN && bad[i] <= PROTO_VERSION_MAX
+				     ? 0
+				     : -EPROTONOSUPPORT,
+			     "HELLO in version %u", bad[i]);
+	}
+	for (uint16_t v = PROTO_VERSION_RESUME; v <= PROTO_VERSION_MAX; v++) {
+		len = resume_frame(buf, &resume_ok, sizeof(resume_ok), v);
+		cr_assert_eq(decode(buf, len, &lim0), 0, "version %u", v);
+	}
+	/* Magic before version. */
+	len = resume_frame(buf, &resume_ok, sizeof(resume_ok), PROTO_VERSION_RING);
+	put32(buf, 0, PROTO_MAGIC ^ 0x10000);
+	cr_assert_eq(decode(buf, len, &lim0), -EBADMSG);
+}
+
+Test(proto_v5, resume_hello_part_ranges)
+{
+	/* Negotiated as HELLO's, but version_max must reach 5: the client must speak RESUME. */
+	static const struct {
+		struct proto_hello h;
+		int want, hello; /* RESUME's answer; HELLO's, for the same fields */
+	} cases[] = {
+		{ { 5, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0, 0 },
+		{ { 1, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0, 0 },
+		{ { 0, 5, PROTO_FRAME_MIN, 1, 0 }, 0, 0 },
+		{ { 5, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0, 0 },
+		{ { 1, 0xffff, UINT32_MAX, UINT32_MAX, 0 }, 0, 0 }, /* the daemon takes the min */
+		/* a client that does not speak 5 */
+		{ { 1, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, 0 },
+		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, 0 },
+		{ { 1, 1, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, 0 },
+		{ { 0, 0, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		/* min > max, and nothing the daemon speaks */
+		{ { 6, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		{ { 5, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		{ { 6, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		/* the limits, as HELLO's */
+		{ { 5, 5, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL, -EINVAL },
+		{ { 5, 5, 0, 1, 0 }, -EINVAL, -EINVAL },
+		{ { 5, 5, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL, -EINVAL },
+		/* the versions are judged before the limits */
+		{ { 1, 4, 0, 0, 0 }, -EPROTONOSUPPORT, -EINVAL },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct proto_resume rs = resume_ok;
+		size_t len;
+
+		rs.hello = cases[i].h;
+		len = resume_frame(buf, &rs, sizeof(rs), PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim0), cases[i].want, "case %zu", i);
+		/* The same on a version-5 session (where the daemon then answers -EALREADY). */
+		cr_assert_eq(decode(buf, len, &lim5), cases[i].want, "case %zu in version 5", i);
+		len = frame(buf, PROTO_CMD_HELLO, &cases[i].h, sizeof(cases[i].h));
+		cr_assert_eq(decode(buf, len, &lim0), cases[i].hello, "case %zu as HELLO", i);
+	}
+}
+
+Test(proto_v5, resume_reserved)
+{
+	static const struct proto_limits *lims[] = { &lim0, &lim5 };
+
+	for (size_t l = 0; l < sizeof(lims) / sizeof(lims[0]); l++) {
+		for (unsigned int byte = 0; byte < 4; byte++) {
+			size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+
+			cr_assert_eq(decode(buf, len, lims[l]), 0);
+			buf[BODY(struct proto_resume, hello.reserved) + byte] = 0x80;
+			cr_assert_eq(decode(buf, len, lims[l]), -EINVAL, "version %u byte %u",
+				     lims[l]->version, byte);
+		}
+		/* hdr.flags, as everywhere. */
+		{
+			size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+
+			put32(buf, offsetof(struct proto_hdr, flags), 1);
+			cr_assert_eq(decode(buf, len, lims[l]), -EINVAL);
+		}
+		/* Reserved before ranges: with a version_max below 5 too. */
+		{
+			struct proto_resume rs = resume_ok;
+			size_t len;
+
+			rs.hello.version_max = PROTO_VERSION_RING;
+			rs.hello.reserved = 1;
+			len = resume_frame(buf, &rs, sizeof(rs), PROTO_VERSION_RESUME);
+			cr_assert_eq(decode(buf, len, lims[l]), -EINVAL);
+		}
+	}
+}
+
+Test(proto_v5, resume_exact_length)
+{
+	/* Nothing, a HELLO's body (the likely mistake), a byte short or long, a word long. */
+	static const size_t bodies[] = { 0,
+					 8,
+					 sizeof(struct proto_hello),
+					 sizeof(struct proto_resume) - 1,
+					 sizeof(struct proto_resume) + 1,
+					 sizeof(struct proto_resume) + 8 };
+	static const struct proto_limits *lims[] = { &lim0, &lim5 };
+
+	for (size_t l = 0; l < sizeof(lims) / sizeof(lims[0]); l++) {
+		for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+			size_t len = resume_frame(buf, &resume_ok, bodies[i], PROTO_VERSION_RESUME);
+
+			cr_assert_eq(decode(buf, len, lims[l]), -EBADMSG, "version %u body %zu",
+				     lims[l]->version, bodies[i]);
+			/* Length before reserved fields. */
+			put32(buf, offsetof(struct proto_hdr, flags), 1);
+			if (bodies[i] >= BODY(struct proto_resume, hello.reserved) + 4 - HDR)
+				put32(buf, BODY(struct proto_resume, hello.reserved), 1);
+			cr_assert_eq(decode(buf, len, lims[l]), -EBADMSG, "version %u body %zu",
+				     lims[l]->version, bodies[i]);
+		}
+		/* hdr.len must agree with the bytes first. */
+		{
+			size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+
+			cr_assert_eq(decode(buf, len + 1, lims[l]), -EMSGSIZE);
+			cr_assert_eq(decode(buf, len - 1, lims[l]), -EMSGSIZE);
+		}
+	}
+}
+
+Test(proto_v5, resume_on_established_sessions)
+{
+	static const struct proto_limits *older[] = {
+		&lim1, &lim_tight, &lim2, &lim2_tight, &lim3, &lim4,
+	};
+	static const struct proto_limits *v5[] = { &lim5, &lim5_tight };
+
+	/* Version 5: well formed (the daemon answers -EALREADY). */
+	for (size_t i = 0; i < sizeof(v5) / sizeof(v5[0]); i++) {
+		size_t len = valid_frame(buf, PROTO_CMD_RESUME);
+		struct proto_req req;
+
+		cr_assert_eq(proto_decode_request(buf, len, v5[i], &req), 0);
+		cr_assert_eq(req.u.resume.session_id, resume_ok.session_id);
+		/* In the session's version only. */
+		set_version(buf, PROTO_VERSION_RING);
+		cr_assert_eq(decode(buf, len, v5[i]), -EPROTONOSUPPORT);
+	}
+	/* Older versions: a type they do not have, whatever its body. */
+	for (size_t i = 0; i < sizeof(older) / sizeof(older[0]); i++) {
+		uint16_t v = older[i]->version;
+		size_t len = resume_frame(buf, &resume_ok, sizeof(resume_ok), v);
+
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", v);
+		put32(buf, BODY(struct proto_resume, hello.reserved), 1);
+		put32(buf, offsetof(struct proto_hdr, flags), 1);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", v);
+		len = resume_frame(buf, &resume_ok, sizeof(struct proto_hello), v);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", v);
+		len = resume_frame(buf, &resume_ok, 0, v);
+		cr_assert_eq(decode(buf, len, older[i]), -ENOSYS, "version %u", v);
+		/* Still in the session's version: a version-5 header is wrong there first. */
+		len = resume_frame(buf, &resume_ok, sizeof(resume_ok), PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, older[i]), -EPROTONOSUPPORT, "version %u", v);
+	}
+}
+
+Test(proto_v5, v5_session_takes_older_types)
+{
+	for (uint16_t t = PROTO_CMD_HELLO; t < V5_FIRST; t++) {
+		size_t len = valid_frame(buf, t);
+		struct proto_req req;
+		long fb = fixed_body(t);
+
+		set_version(buf, PROTO_VERSION_RESUME);
+		memset(&req, 0xcc, sizeof(req));
+		cr_assert_eq(proto_decode_request(buf, len, &lim5, &req), 0, "%s",
+			     proto_cmd_name(t));
+		cr_assert_eq(req.hdr.version, PROTO_VERSION_RESUME);
+		cr_assert_eq(req.hdr.id, FRAME_ID ^ t);
+		if (fb >= 0)
+			cr_assert_eq(memcmp(&req.u, buf + HDR, (size_t)fb), 0, "%s body",
+				     proto_cmd_name(t));
+		/* The version is fixed by HELLO: 4 is wrong on a version-5 session. */
+		set_version(buf, PROTO_VERSION_RING);
+		cr_assert_eq(decode(buf, len, &lim5), -EPROTONOSUPPORT, "%s", proto_cmd_name(t));
+	}
+	/* The negotiated limits still hold: 4 ops per BATCH in the tight one. */
+	{
+		struct proto_op ops[5];
+		size_t len;
+
+		valid_ops(ops, 5);
+		len = batch_frame(buf, 4, 4, 0, ops);
+		set_version(buf, PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim5_tight), 0);
+		len = batch_frame(buf, 5, 5, 0, ops);
+		set_version(buf, PROTO_VERSION_RESUME);
+		cr_assert_eq(decode(buf, len, &lim5_tight), -EBADMSG);
+	}
+}
+
+/* HELLO's and RESUME's reply at version 5: proto_hello_rpy, then proto_session. */
+#define RPY_HELLO5 (HDR + sizeof(struct proto_hello_rpy) + sizeof(struct proto_session))
+
+static size_t hello5_reply(uint8_t *b, uint16_t type, uint32_t flags)
+{
+	struct proto_hello_rpy rpy = { .version = PROTO_VERSION_RESUME,
+				       .max_frame = PROTO_FRAME_DEFAULT,
+				       .max_batch = PROTO_BATCH_DEFAULT,
+				       .max_inflight = 64,
+				       .session_id = resume_ok.session_id };
+	struct proto_session tail = { .flags = flags };
+	struct proto_hdr h;
+
+	memcpy(tail.token, resume_ok.token, sizeof(tail.token));
+	proto_hdr_init(&h, PROTO_VERSION_RESUME, type, (uint32_t)RPY_HELLO5, 9);
+	memcpy(b, &h, HDR);
+	memcpy(b + HDR, &rpy, sizeof(rpy));
+	memcpy(b + HDR + sizeof(rpy), &tail, sizeof(tail));
+	return RPY_HELLO5;
+}
+
+Test(proto_v5, hello_and_resume_replies)
+{
+	static const int32_t errs[] = { -ENOENT, -EACCES, -EBUSY, -EALREADY, -EINVAL };
+	size_t len;
+
+	/* 72 bytes after the header: the token at 48, the flags at 64. */
+	cr_assert_eq(RPY_HELLO5 - HDR, 72);
+	cr_assert_eq(sizeof(struct proto_session), 24);
+	cr_assert_eq(offsetof(struct proto_session, flags), PROTO_TOKEN_LEN);
+	cr_assert_eq(PROTO_SESSION_DURABLE, 1);
+	/* Before HELLO's reply the client knows no version yet (0). */
+	len = hello5_reply(buf, PROTO_CMD_HELLO | PROTO_RPY, PROTO_SESSION_DURABLE);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_HELLO, RPY_HELLO5),
+		0);
+	/* A daemon without a journal: the same length, flags 0. */
+	len = hello5_reply(buf, PROTO_CMD_HELLO | PROTO_RPY, 0);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_HELLO, RPY_HELLO5),
+		0);
+	len = hello5_reply(buf, PROTO_CMD_RESUME | PROTO_RPY, PROTO_SESSION_DURABLE);
+	cr_assert_eq(
+		proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_RESUME, RPY_HELLO5),
+		0);
+	/* RESUME's reply answers RESUME, not HELLO. */
+	cr_assert_eq(
+		proto_check_reply(buf, len, 0, PROTO_FRAME_DEFAULT, PROTO_CMD_HELLO, RPY_HELLO5),
+		-EBADMSG);
+	/* A successful reply without the tail (a version-4 one) is too short at version 5. */
+	set_len(buf, HDR + sizeof(struct proto_hello_rpy));
+	cr_assert_eq(proto_check_reply(buf, HDR + sizeof(struct proto_hello_rpy), 0,
+				       PROTO_FRAME_DEFAULT, PROTO_CMD_RESUME, RPY_HELLO5),
+		     -EBADMSG);
+	/* A refused RESUME: the status alone. */
+	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+		len = hello5_reply(buf, PROTO_CMD_RESUME | PROTO_RPY, 0);
+		set_len(buf, HDR + sizeof(struct proto_status));
+		put32(buf, HDR, (uint32_t)errs[i]);
+		cr_assert_eq(proto_check_reply(buf, HDR + sizeof(struct proto_status), 0,
+					       PROTO_FRAME_DEFAULT, PROTO_CMD_RESUME, RPY_HELLO5),
+			     0, "status %d", errs[i]);
+	}
+	put32(buf, HDR, 0);
+	cr_assert_eq(proto_check_reply(buf, HDR + sizeof(struct proto_status), 0,
+				       PROTO_FRAME_DEFAULT, PROTO_CMD_RESUME, RPY_HELLO5),
+		     -EBADMSG);
+	/* A RESUME in a version-4 header: RPY_ERROR with -EPROTONOSUPPORT. */
+	put16(buf, offsetof(struct proto_hdr, type), PROTO_RPY_ERROR);
+	put32(buf, HDR, (uint32_t)-EPROTONOSUPPORT);
+	cr_assert_eq(proto_check_reply(buf, HDR + sizeof(struct proto_status), 0,
+				       PROTO_FRAME_DEFAULT, PROTO_CMD_RESUME, RPY_HELLO5),
+		     0);
 }
