@@ -244,7 +244,8 @@ struct transport_ops {
 	int (*attach)(struct conn *c);      /* start I/O on c->fd */
 	void (*kick_write)(struct conn *c); /* c->out has new bytes */
 	void (*pause_read)(struct conn *c, bool pause);
-	void (*detach)(struct conn *c);     /* stop I/O; fd closed by the caller */
+	/* Stop I/O. The caller closes c->fd, unless the transport kept it (c->fd = -1). */
+	void (*detach)(struct conn *c);
 };
 extern const struct transport_ops epoll_transport;
 extern const struct transport_ops uring_transport;

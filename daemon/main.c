@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "failpoint.h"
 #include "internal.h"
 #ifdef IOVAD_FUZZ_STDIN
 #include "fuzz_stdin.h"
@@ -324,12 +325,17 @@ int main(int argc, char **argv)
 	struct opts o;
 	int r, adopted;
 
+	/* Fault injection (tests): armed by IOVAD_FAILPOINTS, before the first allocation. */
+	if (fp_init())
+		return 2;
 	r = parse_opts(argc, argv, &o);
 	if (r)
 		return r;
 	cfg = malloc(sizeof(*cfg));
-	if (!cfg)
+	if (!cfg) {
+		fprintf(stderr, "<3>iovad: out of memory\n");
 		return 1;
+	}
 	if (o.check) {
 		r = config_load(o.check, cfg, err, sizeof(err));
 		if (r) {

@@ -117,6 +117,16 @@ int conn_add_fds(struct conn *c, const int *fds, int n)
 		}
 		nf = realloc(c->fds, (c->nfds + 1) * sizeof(*nf));
 		if (!nf) {
+			/*
+			 * Dropping this fd would hand the next one to the frame it
+			 * belongs to: a later MEM_IMPORT would register another
+			 * memory object. End the connection instead (the client
+			 * sees it closed); its frames are not read any more.
+			 */
+			if (!c->dead)
+				log_err("connection fd %d: out of memory for a received fd: closing",
+					c->fd);
+			c->dead = true;
 			close(fds[i]);
 			continue;
 		}

@@ -13,7 +13,17 @@
  *
  * A connection has at most one recvmsg and one sendmsg in flight. When the
  * server frees a connection while operations are pending, the per-socket
- * state is detached from it and freed when its last completion arrives.
+ * state is detached from it and freed when its last completion arrives;
+ * it takes the socket with it (c->fd = -1 for the server), so that the
+ * descriptor number cannot be reused by another connection while an SQE
+ * that names it may still run.
+ *
+ * A failed io_uring_submit (-EAGAIN, -EBUSY, -EINTR: the kernel is short of
+ * resources) loses nothing: the SQEs stay in the ring and a timer submits
+ * them again, backing off from 1 ms to 100 ms while it keeps failing. An
+ * operation that could not get an SQE at all (the ring full and unsubmittable)
+ * is re-armed by the same timer. Fault injection (FP_URING_SUBMIT) fails the
+ * submit here with -EAGAIN.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -25,6 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "failpoint.h"
 #include "internal.h"
 
 #define URING_ENTRIES 256
@@ -34,21 +45,36 @@
 
 enum { OP_RECV = 1, OP_SEND = 2, OP_MASK = 3 };
 
+#define RETRY_MIN_US 1000
+#define RETRY_MAX_US 100000
+
 struct uring_io {
 	struct io_uring ring;
+	struct srv *srv;
 	int efd;
 	struct event *ev;
 	bool in_completion;   /* inside the CQ loop: submit at its end */
 	struct uconn *current; /* whose completion is being handled: the loop frees it */
 	unsigned int queued;  /* SQEs prepared, not yet submitted */
+	struct event *retry;  /* submits again after a failure, re-arms what had no SQE */
+	unsigned int retry_us;
+	bool rearm;           /* some connection waits for the retry to re-arm */
+	unsigned long submit_failures; /* in the current run of failures */
+	struct uconn *all;    /* every uconn, attached or detached, for uring_io_fini */
 };
+
+struct uconn;
+static struct uconn *outlived; /* see uring_io_fini */
 
 struct uconn {
 	struct conn *c;       /* NULL once the server let go of the connection */
 	struct uring_io *u;
+	struct uconn *next, *prev; /* u->all */
 	int fd;
-	int inflight;         /* operations the kernel still owns */
+	bool own_fd;          /* detached with operations pending: fd is ours to close */
+	int inflight;         /* operations the kernel still owns (or queued for it) */
 	bool recv_armed, send_armed, paused;
+	bool want_recv, want_send; /* no SQE was available: the retry timer arms them */
 	struct msghdr rmsg;
 	struct iovec riov;
 	char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
@@ -58,15 +84,54 @@ struct uconn {
 	uint8_t rbuf[RECV_BUF];
 } __attribute__((aligned(8)));
 
-static void submit_now(struct uring_io *u)
+static void retry_later(struct uring_io *u)
 {
-	if (u->queued) {
-		int r = io_uring_submit(&u->ring);
+	struct timeval tv;
 
-		if (r < 0)
-			log_err("io_uring_submit: %s", strerror(-r));
-		u->queued = 0;
+	if (evtimer_pending(u->retry, NULL))
+		return;
+	if (!u->retry_us)
+		u->retry_us = RETRY_MIN_US;
+	tv.tv_sec = 0;
+	tv.tv_usec = (suseconds_t)u->retry_us;
+	if (event_add(u->retry, &tv))
+		log_err("io_uring: cannot schedule a retry");
+}
+
+/*
+ * Submit what is queued. A failure keeps it queued (the SQEs stay in the
+ * ring) and schedules a retry. Return: true when nothing is left queued.
+ */
+static bool submit_now(struct uring_io *u)
+{
+	int r;
+
+	if (!u->queued)
+		return true;
+	if (fp_hit(FP_URING_SUBMIT))
+		r = -EAGAIN; /* what the kernel returns when it is short of memory */
+	else
+		r = io_uring_submit(&u->ring);
+	if (r < 0) {
+		if (!u->submit_failures++)
+			log_err("io_uring_submit: %s; %u SQEs kept for a retry", strerror(-r),
+				u->queued);
+		retry_later(u);
+		return false;
 	}
+	if (u->submit_failures) {
+		log_notice("io_uring_submit: submitting again after %lu failures",
+			   u->submit_failures);
+		u->submit_failures = 0;
+	}
+	/* The kernel may stop short of the whole batch: what it left is still queued. */
+	u->queued = io_uring_sq_ready(&u->ring);
+	if (u->queued) {
+		retry_later(u);
+		return false;
+	}
+	u->retry_us = 0;
+	return true;
 }
 
 static struct io_uring_sqe *get_sqe(struct uring_io *u)
@@ -96,9 +161,13 @@ static void arm_recv(struct uconn *uc)
 		return;
 	sqe = get_sqe(uc->u);
 	if (!sqe) {
-		log_err("io_uring: no SQE for recvmsg");
+		/* The ring is full and could not be submitted: the retry timer arms it. */
+		uc->want_recv = true;
+		uc->u->rearm = true;
+		retry_later(uc->u);
 		return;
 	}
+	uc->want_recv = false;
 	uc->riov = (struct iovec){ uc->rbuf, sizeof(uc->rbuf) };
 	uc->rmsg = (struct msghdr){ .msg_iov = &uc->riov, .msg_iovlen = 1,
 				    .msg_control = uc->cbuf, .msg_controllen = sizeof(uc->cbuf) };
@@ -125,18 +194,14 @@ static void arm_send(struct uconn *uc)
 
 	if (uc->send_armed || !uc->c || !evbuffer_get_length(uc->c->out))
 		return;
-	if (!uc->sbuf) {
-		uc->sbuf = malloc(SEND_BUF);
-		if (!uc->sbuf) {
-			log_err("io_uring: no memory for a send buffer");
-			return;
-		}
-	}
 	sqe = get_sqe(uc->u);
 	if (!sqe) {
-		log_err("io_uring: no SQE for sendmsg");
+		uc->want_send = true;
+		uc->u->rearm = true;
+		retry_later(uc->u);
 		return;
 	}
+	uc->want_send = false;
 	n = evbuffer_copyout(uc->c->out, uc->sbuf, SEND_BUF);
 	uc->siov = (struct iovec){ uc->sbuf, (size_t)(n > 0 ? n : 0) };
 	uc->smsg = (struct msghdr){ .msg_iov = &uc->siov, .msg_iovlen = 1 };
@@ -205,6 +270,46 @@ static void send_done(struct uconn *uc, int res)
 	arm_send(uc);
 }
 
+static void uc_free(struct uconn *uc)
+{
+	if (uc->prev)
+		uc->prev->next = uc->next;
+	else
+		uc->u->all = uc->next;
+	if (uc->next)
+		uc->next->prev = uc->prev;
+	if (uc->own_fd)
+		close(uc->fd);
+	free(uc->sbuf);
+	free(uc);
+}
+
+/* After a failed submit, or with operations that found no SQE: try again. */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct uring_io *u = arg;
+
+	(void)fd;
+	(void)what;
+	/* Back off while it keeps failing; submit_now resets this on success. */
+	u->retry_us = u->retry_us * 2 > RETRY_MAX_US ? RETRY_MAX_US : u->retry_us * 2;
+	if (!submit_now(u) || !u->rearm)
+		return;
+	u->rearm = false;
+	for (struct conn *c = u->srv->conns, *next; c; c = next) {
+		struct uconn *uc = c->uring_priv;
+
+		next = c->next;
+		if (!uc)
+			continue;
+		if (uc->want_recv)
+			arm_recv(uc);
+		if (uc->want_send)
+			arm_send(uc);
+	}
+	/* Queued outside the CQ loop: arm_* submitted already (or scheduled a retry). */
+}
+
 static void uring_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct uring_io *u = arg;
@@ -230,10 +335,8 @@ static void uring_cb(evutil_socket_t fd, short what, void *arg)
 			send_done(uc, res);
 		u->current = NULL;
 		/* Detached (the server let go) and nothing left in the kernel: done. */
-		if (!uc->c && uc->inflight == 0) {
-			free(uc->sbuf);
-			free(uc);
-		}
+		if (!uc->c && uc->inflight == 0)
+			uc_free(uc);
 	}
 	u->in_completion = false;
 	submit_now(u);
@@ -243,19 +346,26 @@ static void uring_cb(evutil_socket_t fd, short what, void *arg)
 
 static int u_attach(struct conn *c)
 {
+	struct uring_io *u = c->srv->uring;
 	struct uconn *uc = calloc(1, sizeof(*uc));
 
 	if (!uc)
 		return -ENOMEM;
+	/* Every connection sends (its HELLO reply at least): take the buffer now. */
+	uc->sbuf = malloc(SEND_BUF);
 	c->out = evbuffer_new();
-	if (!c->out) {
+	if (!uc->sbuf || !c->out) {
 		free(uc->sbuf);
 		free(uc);
 		return -ENOMEM;
 	}
 	uc->c = c;
-	uc->u = c->srv->uring;
+	uc->u = u;
 	uc->fd = c->fd;
+	uc->next = u->all;
+	if (u->all)
+		u->all->prev = uc;
+	u->all = uc;
 	c->uring_priv = uc;
 	arm_recv(uc);
 	return 0;
@@ -286,11 +396,21 @@ static void u_detach(struct conn *c)
 	if (uc) {
 		uc->c = NULL;
 		c->uring_priv = NULL;
+		uc->want_recv = uc->want_send = false;
 		if (uc->inflight) {
 			/* Make pending operations complete now; free uc on the last one. */
-			struct io_uring_sqe *sqe = get_sqe(uc->u);
+			struct io_uring_sqe *sqe;
 
+			/*
+			 * Keep the socket open until then: an SQE still queued (its
+			 * submit failed) or running names the descriptor, whose
+			 * number must not go to a new connection meanwhile. After
+			 * the shutdown, what still runs on it sends nothing.
+			 */
+			uc->own_fd = true;
+			c->fd = -1;
 			shutdown(uc->fd, SHUT_RDWR);
+			sqe = get_sqe(uc->u);
 			if (sqe) {
 				io_uring_prep_cancel_fd(sqe, uc->fd, IORING_ASYNC_CANCEL_ALL);
 				io_uring_sqe_set_data64(sqe, 0);
@@ -298,8 +418,7 @@ static void u_detach(struct conn *c)
 			}
 		} else if (uc->u->current != uc) {
 			/* Inside its own completion the CQ loop frees it afterwards. */
-			free(uc->sbuf);
-			free(uc);
+			uc_free(uc);
 		}
 	}
 	if (c->out)
@@ -339,8 +458,10 @@ int uring_io_init(struct srv *s)
 	r = io_uring_register_eventfd(&u->ring, u->efd);
 	if (r)
 		goto err_efd;
+	u->srv = s;
+	u->retry = evtimer_new(s->base, retry_cb, u);
 	u->ev = event_new(s->base, u->efd, EV_READ | EV_PERSIST, uring_cb, u);
-	if (!u->ev || event_add(u->ev, NULL)) {
+	if (!u->retry || !u->ev || event_add(u->ev, NULL)) {
 		r = -ENOMEM;
 		goto err_efd;
 	}
@@ -348,6 +469,8 @@ int uring_io_init(struct srv *s)
 	return 0;
 
 err_efd:
+	if (u->retry)
+		event_free(u->retry);
 	if (u->ev)
 		event_free(u->ev);
 	close(u->efd);
@@ -365,12 +488,13 @@ void uring_io_fini(struct srv *s)
 	if (!u)
 		return;
 	/* Connections are gone; reap what the kernel still returns, then close. */
-	submit_now(u);
 	for (int tries = 0; tries < 100; tries++) {
 		struct io_uring_cqe *cqe;
 		struct __kernel_timespec ts = { 0, 1000000 };
 		bool any = false;
 
+		/* The cancels of the last detaches, or SQEs a failed submit left. */
+		submit_now(u);
 		while (io_uring_peek_cqe(&u->ring, &cqe) == 0 ||
 		       io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts) == 0) {
 			uint64_t data = io_uring_cqe_get_data64(cqe);
@@ -378,16 +502,29 @@ void uring_io_fini(struct srv *s)
 
 			io_uring_cqe_seen(&u->ring, cqe);
 			any = true;
-			if (uc && --uc->inflight == 0 && !uc->c) {
-				free(uc->sbuf);
-				free(uc);
-			}
+			if (uc && --uc->inflight == 0 && !uc->c)
+				uc_free(uc);
 		}
-		if (!any)
+		if (!any && !u->queued)
 			break;
 	}
+	event_free(u->retry);
 	event_free(u->ev);
 	io_uring_queue_exit(&u->ring);
+	/*
+	 * Connections whose operations never completed (a submit that kept
+	 * failing): the kernel cancels them asynchronously after the ring is
+	 * closed and might still write into their buffers, so they are not
+	 * freed but kept reachable (no leak report) until the process exits.
+	 */
+	if (u->all) {
+		log_warn("io_uring: connection states outlived the ring; kept until exit");
+		for (struct uconn *uc = u->all; uc; uc = uc->next)
+			if (uc->own_fd)
+				close(uc->fd);
+		outlived = u->all;
+		u->all = NULL;
+	}
 	close(u->efd);
 	free(u);
 	s->uring = NULL;

@@ -899,7 +899,9 @@ int dma_map_phys(struct dom_device *dev, uint64_t phys, uint64_t size,
 
 err_free:
 	free_iova(d, iova, len, false);
-	d->stats.iova_frees--; /* never handed out */
+	/* Never handed out: neither an allocation nor a free (allocs - frees = live). */
+	d->stats.iova_frees--;
+	d->stats.iova_allocs--;
 err_unbounce:
 	if (bounced)
 		(void)swiotlb_unmap(&d->swiotlb, d->pmem, bphys, false);
