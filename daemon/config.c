@@ -522,6 +522,40 @@ static int rings_key(struct parse *p, const char *k, const char *v)
 	return 1;
 }
 
+static int persist_key(struct parse *p, const char *k, const char *v)
+{
+	struct persist_settings *g = &p->c->persist;
+	uint64_t x;
+
+	if (!strcmp(k, "state_dir")) {
+		if (*v && *v != '/')
+			return BAD(k, v, "an absolute path, or nothing (off)");
+		if (strlen(v) >= sizeof(g->state_dir))
+			return BAD(k, v, "a shorter path");
+		snprintf(g->state_dir, sizeof(g->state_dir), "%s", v);
+	} else if (!strcmp(k, "sync")) {
+		if (!strcmp(v, "fdatasync"))
+			g->sync = true;
+		else if (!strcmp(v, "none"))
+			g->sync = false;
+		else
+			return BAD(k, v, "fdatasync or none");
+	} else if (!strcmp(k, "grace_ms")) {
+		if (!parse_u32(v, 0, 86400000, &g->grace_ms))
+			return BAD(k, v, "a number from 0 to 86400000");
+	} else if (!strcmp(k, "checkpoint_bytes")) {
+		if (!parse_size(v, &x) || x < (1u << 20))
+			return BAD(k, v, "a size of at least 1M");
+		g->checkpoint_bytes = x;
+	} else if (!strcmp(k, "require_fdstore")) {
+		if (!parse_bool(v, &g->require_fdstore))
+			return BAD(k, v, "yes or no");
+	} else {
+		return fail(p, -EINVAL, "unknown key '%s' in [persist]", k);
+	}
+	return 1;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse *p = user;
@@ -540,6 +574,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		return odp_key(p, key, value);
 	if (!strcmp(section, "rings"))
 		return rings_key(p, key, value);
+	if (!strcmp(section, "persist"))
+		return persist_key(p, key, value);
 	if (!strncmp(section, "domain ", 7) || !strncmp(section, "device ", 7)) {
 		/* The file describes the topology: the built-in device set goes. */
 		if (!p->had_device) {
@@ -634,6 +670,12 @@ void config_defaults(struct config *c)
 		.spin_max_us = 1000,
 		.max_size = 4u << 20,
 		.max_polled = 16,
+	};
+	c->persist = (struct persist_settings){
+		.sync = true,
+		.grace_ms = 30000,
+		.checkpoint_bytes = UINT64_C(64) << 20,
+		.require_fdstore = true,
 	};
 	/* The default set, each device on a domain of its own. */
 	add_default(c, "sim0", (struct dom_config){ 0 }, 64, false);
@@ -768,6 +810,10 @@ void config_print(const struct config *c, FILE *f)
 	fprintf(f, "\n[rings]\nenable = %s\nspin_us = %u\nspin_max_us = %u\nmax_polled = %u\n"
 		"max_size = %uK\n", yn(c->rings.enable), c->rings.spin_us, c->rings.spin_max_us,
 		c->rings.max_polled, c->rings.max_size >> 10);
+	fprintf(f, "\n[persist]\nstate_dir = %s\nsync = %s\ngrace_ms = %u\ncheckpoint_bytes = %"
+		PRIu64 "K\nrequire_fdstore = %s\n", c->persist.state_dir,
+		c->persist.sync ? "fdatasync" : "none", c->persist.grace_ms,
+		c->persist.checkpoint_bytes >> 10, yn(c->persist.require_fdstore));
 	for (unsigned int i = 0; i < c->ndoms; i++) {
 		const struct dom_config *d = &c->doms[i].dom;
 

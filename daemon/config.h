@@ -58,6 +58,7 @@ struct config {
 	struct limits lim;
 	struct odp_settings odp;
 	struct ring_settings rings;
+	struct persist_settings persist;
 	bool allow_socket_group;
 	uid_t uids[CFG_MAX_IDS];
 	unsigned int nuids;

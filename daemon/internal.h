@@ -151,6 +151,9 @@ struct srv_stats {
 struct conn;
 struct session;
 struct pfault;
+struct sess_mem;
+struct proto_session;
+struct proto_req;
 
 /* ODP counters added up over regions (the engine's, and the daemon's own). */
 struct odp_totals {
@@ -193,6 +196,8 @@ struct srv {
 	uint32_t nrings;           /* sessions with rings, polled or asleep */
 	uint32_t ring_cpu;         /* 1 + the CPU of the last pass (ring.h's *_cpu) */
 	bool ring_colocated;       /* an active ring's client last ran on that CPU */
+	struct persist *persist;   /* the state journal (persist.c); NULL when off */
+	bool socket_stored;        /* our own socket is in the fd store: never unlink it */
 	bool stopping;
 };
 
@@ -204,7 +209,12 @@ int srv_listen_path(struct srv *s, const char *path);
 int peers_start(struct srv *s, const char *host, uint16_t port, char *err, size_t errlen);
 /* Drop every peer and stop listening. Idempotent; before devices_fini (their PDs). */
 void peers_stop(struct srv *s);
-int srv_adopt_inherited(struct srv *s);
+/* Adopt inherited listening sockets (not those claimed[i]); names from LISTEN_FDNAMES. */
+int srv_adopt_inherited(struct srv *s, int n, char **names, const bool *claimed);
+/* Is one of our listeners bound to path? */
+bool srv_listening_on(struct srv *s, const char *path);
+/* Put the socket we bound into the fd store (persist.c). */
+void srv_store_own_listener(struct srv *s);
 void srv_stop_listening(struct srv *s);
 void srv_close_all(struct srv *s);
 /* sd_notify STATUS= with live counts (a no-op outside systemd). */
@@ -292,6 +302,59 @@ bool ring_drained_for_socket(struct ring_chan *ch);
 void ring_kick(struct ring_chan *ch);
 void ring_stats(const struct ring_chan *ch, uint64_t *frames, uint64_t *doorbells,
 		uint64_t *wakeups);
+
+/* ---- persist.c: IOVA-stable restarts ---------------------------------------------- */
+
+/* [persist] */
+struct persist_settings {
+	char state_dir[256];      /* empty: off */
+	bool sync;                /* fdatasync each commit (else written is durable enough) */
+	uint32_t grace_ms;        /* a restored session waits this long for RESUME */
+	uint64_t checkpoint_bytes;/* rewrite the journal when it grows past this */
+	bool require_fdstore;     /* refuse to start without NOTIFY_SOCKET (memfds would die) */
+};
+
+struct proto_hello_rpy;
+/*
+ * persist_open - open the journal in set->state_dir and restore what it
+ * holds: sessions come back detached, with their handles and IOVAs, and
+ * memory objects from the inherited fds (names "m.<session>.<serial>").
+ * Takes the inherited fds it knows (*claimed[i] = true). Then checkpoints.
+ * Return: 0, or -errno with a message in err.
+ */
+int persist_open(struct srv *s, const struct persist_settings *set, int nfds, char **names,
+		 bool *claimed, char *err, size_t errlen);
+/* Shut-down: the counters, one last commit; sessions stay in the journal. Then, once
+ * the connections are closed, persist_free. */
+void persist_close(struct srv *s);
+void persist_free(struct srv *s);
+/* Restore: replies that differed from what the journal recorded (0 when all is well). */
+uint64_t persist_mismatches(const struct srv *s);
+/* The listening socket the daemon bound itself goes to the fd store too. */
+bool persist_store_listener(struct srv *s, int fd);
+/* HELLO: give the session its token; journal it if durable. Fills the reply's tail. */
+void persist_hello(struct session *sess, struct proto_session *tail);
+/* RESUME on placeholder sess: Return: the restored session (now on sess's connection), or NULL
+ * with *err. */
+struct session *persist_resume(struct session *sess, const struct proto_req *req, int *err);
+/* RESUME succeeded and negotiated: journal the session's new limits. */
+void persist_resumed(struct session *sess);
+/* A session ends for good (not at shut-down). */
+void persist_session_end(struct session *sess);
+/* A frame for the client: true if persist took it (held until durable, or a replay's). */
+bool persist_send(struct session *sess, bool ring, const struct proto_hdr *h, const void *body,
+		  size_t len);
+/* Bytes of replies held back for durability (backpressure). */
+size_t persist_held(const struct session *sess);
+/* A reply to the current request: journal the request if it changed state. */
+void persist_reply(struct session *sess, uint16_t type, const void *body, size_t len);
+/* A resent request the journal already answered? Then answer it again: true. */
+bool persist_answered(struct session *sess, const struct proto_req *req, bool ring);
+/* A memory object: into the fd store (before its import is journaled) and out. */
+int persist_mem_added(struct session *sess, struct sess_mem *m);
+void persist_mem_gone(struct session *sess, struct sess_mem *m);
+/* For STATUS: journal counters. */
+struct proto_status_rpy;
 
 /* ---- session.c ----------------------------------------------------------------- */
 

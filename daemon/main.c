@@ -43,6 +43,9 @@ static void usage(FILE *f)
 		"                      socket activation are adopted as well\n"
 		"      --no-socket     listen only on inherited sockets\n"
 		"      --io=BACKEND    uring (default; falls back to epoll if unavailable) or epoll\n"
+		"      --state-dir DIR journal every client's state in DIR and restore it at\n"
+		"                      start ([persist] state_dir; needs a file-descriptor store:\n"
+		"                      systemd or iovad-supervise)\n"
 		"  -v, --verbose       more log output (repeat for debug)\n"
 		"  -q, --quiet         less log output\n"
 		"  -h, --help          this text\n"
@@ -58,6 +61,7 @@ struct opts {
 	bool no_socket;
 	enum io_backend io;  /* 0: from the configuration */
 	int verbosity;
+	const char *state_dir;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -68,6 +72,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "socket", required_argument, NULL, 's' },
 		{ "no-socket", no_argument, NULL, 'N' },
 		{ "io", required_argument, NULL, 'I' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -91,6 +96,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'N':
 			o->no_socket = true;
+			break;
+		case 'S':
+			if (*optarg != '/') {
+				fprintf(stderr, "iovad: --state-dir: an absolute path, please\n");
+				return 2;
+			}
+			o->state_dir = optarg;
 			break;
 		case 'I':
 			if (!strcmp(optarg, "epoll")) {
@@ -323,7 +335,9 @@ int main(int argc, char **argv)
 	struct config *cfg;
 	char err[512] = "";
 	struct opts o;
-	int r, adopted;
+	int r, adopted, nfds = 0;
+	char **fd_names = NULL;
+	bool *claimed = NULL;
 
 	/* Fault injection (tests): armed by IOVAD_FAILPOINTS, before the first allocation. */
 	if (fp_init())
@@ -395,17 +409,42 @@ int main(int argc, char **argv)
 			s.io = IO_EPOLL;
 		}
 	}
-	adopted = srv_adopt_inherited(&s);
+	/* Inherited fds: sockets (activation, or our own from the fd store) and memfds. */
+	nfds = sd_listen_fds_with_names(1, &fd_names);
+	if (nfds < 0)
+		nfds = 0;
+	claimed = calloc((size_t)nfds + 1, sizeof(*claimed));
+	if (!claimed) {
+		log_err("out of memory");
+		return 1;
+	}
+	if (o.state_dir)
+		snprintf(cfg->persist.state_dir, sizeof(cfg->persist.state_dir), "%s", o.state_dir);
+	if (cfg->persist.state_dir[0]) {
+		r = persist_open(&s, &cfg->persist, nfds, fd_names, claimed, err, sizeof(err));
+		if (r) {
+			log_err("%s", err[0] ? err : strerror(-r));
+			return 1;
+		}
+	}
+	adopted = srv_adopt_inherited(&s, nfds, fd_names, claimed);
 	if (!o.no_socket) {
 		const char *path = o.socket ? o.socket : cfg->socket;
 
 		/* The default directory is ours to create (RuntimeDirectory= does it under systemd). */
 		if (!o.socket && !strncmp(path, "/run/iovad/", 11))
 			(void)mkdir("/run/iovad", 0755);
-		r = srv_listen_path(&s, path);
-		if (r) {
-			log_err("listen on %s: %s", path, strerror(-r));
-			return 1;
+		/* Our own socket came back from the fd store: clients may wait in its backlog. */
+		if (srv_listening_on(&s, path)) {
+			log_info("listening on %s (kept across the restart)", path);
+		} else {
+			r = srv_listen_path(&s, path);
+			if (r) {
+				log_err("listen on %s: %s", path, strerror(-r));
+				return 1;
+			}
+			if (s.persist)
+				srv_store_own_listener(&s);
 		}
 	} else if (!adopted) {
 		log_err("--no-socket, and no socket was inherited");
@@ -441,7 +480,10 @@ int main(int argc, char **argv)
 	/* Reverse order: clients (teardown and leak reports), transport, devices. */
 	srv_stop_listening(&s);
 	peers_stop(&s);
+	/* The journal's last commit; the sessions live on in it. */
+	persist_close(&s);
 	srv_close_all(&s);
+	persist_free(&s);
 	if (s.io == IO_URING)
 		uring_io_fini(&s);
 	for (int i = 0; i < 3; i++)
@@ -454,6 +496,11 @@ int main(int argc, char **argv)
 	event_base_free(s.base);
 	free(s.scratch);
 	free(cfg);
+	free(claimed);
+	if (fd_names)
+		for (int i = 0; i < nfds; i++)
+			free(fd_names[i]);
+	free(fd_names);
 	log_notice("stopped: %" PRIu64 " sessions served, %" PRIu64 " torn down with leftovers",
 		   s.stats.sessions_total, s.stats.teardowns);
 	return 0;

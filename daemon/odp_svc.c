@@ -50,6 +50,7 @@ struct sess_odp {
 	struct session *sess;
 	uint32_t handle;
 	uint32_t flags;            /* PROTO_ODP_* */
+	uint32_t access;           /* as registered (PROTO_ODP_ACCESS_*) */
 	struct dev_entry *e;
 	struct sess_mem *mem;      /* explicit: the object; NULL once the client freed it */
 	uint64_t mem_off;          /* explicit: byte of mem at region offset 0 */
@@ -204,6 +205,14 @@ int odp_mem_added(struct session *s, struct sess_mem *m)
 		if (at + m->obj->size <= q->implicit_off)
 			break;
 		at = (q->implicit_off + q->obj->size + align - 1) & ~(align - 1);
+	}
+	if (s->rp && s->rp->len >= sizeof(struct proto_mem_import_rpy)) {
+		/* Restore: where the client was told implicit regions see it. */
+		const struct proto_mem_import_rpy *w = (const void *)s->rp->body;
+
+		at = (uint64_t)w->implicit_slot << PROTO_IMPLICIT_SLOT_SHIFT;
+		for (i = 0; i < s->nby_slot && s->by_slot[i]->implicit_off < at; i++)
+			;
 	}
 	m->implicit_off = at;
 	memmove(s->by_slot + i + 1, s->by_slot + i, (s->nby_slot - i) * sizeof(*s->by_slot));
@@ -470,6 +479,11 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 	o = calloc(1, sizeof(*o));
 	if (!o)
 		return -ENOMEM;
+	/* Restore: the recorded IOVA, and below, the recorded handle. */
+	if (s->rp && s->rp->len >= sizeof(rpy)) {
+		memcpy(&rpy, s->rp->body, sizeof(rpy));
+		e->dom->want_iova = rpy.iova;
+	}
 	o->sess = s;
 	o->e = e;
 	o->flags = q->flags;
@@ -496,11 +510,21 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 		o->mem_off = q->offset;
 		r = odp_region_init(&o->r, e->dev, q->len, q->access, resolve_explicit, o);
 	}
+	e->dom->want_iova = 0;
 	if (r)
 		goto err_free;
 	for (slot = 0; slot < s->nodp_slots && s->odps[slot]; slot++)
 		;
-	if (slot == s->nodp_slots) {
+	if (s->rp) {
+		slot = rpy.odp - 1;
+		memset(&rpy, 0, sizeof(rpy));
+		if (slot >= 1u << 20 || (slot < s->nodp_slots && s->odps[slot])) {
+			odp_region_fini(&o->r);
+			r = -EEXIST;
+			goto err_free;
+		}
+	}
+	while (slot >= s->nodp_slots) {
 		uint32_t n = s->nodp_slots ? s->nodp_slots * 2 : 8;
 		struct sess_odp **no = realloc(s->odps, n * sizeof(*no));
 
@@ -516,6 +540,7 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 	*sp = (struct odp_span){ .dom = e->dom_index, .dev = e->index, .base = o->r.st.addr,
 				 .span = o->r.size, .o = o };
 	o->handle = slot + 1;
+	o->access = q->access;
 	s->odps[slot] = o;
 	s->nodps++;
 	rpy.odp = o->handle;
@@ -528,8 +553,38 @@ err_fini:
 	odp_region_fini(&o->r);
 	r = -ENOMEM;
 err_free:
+	e->dom->want_iova = 0;
 	free(o);
 	return r;
+}
+
+static void live_totals(const struct session *s, struct odp_totals *t, uint64_t *mapped);
+
+bool odp_region_request(struct session *s, uint32_t h, struct proto_odp_reg *q,
+			struct proto_odp_reg_rpy *r)
+{
+	struct sess_odp *o = odp_by_handle(s, h);
+
+	if (!o)
+		return false;
+	*q = (struct proto_odp_reg){ .dev = o->e->index, .len = o->r.size, .access = o->access,
+				     .flags = o->flags };
+	if (!(o->flags & PROTO_ODP_IMPLICIT)) {
+		/* Its object was freed: nothing left for it to map, nothing to restore. */
+		if (!o->mem || !o->mem->handle)
+			return false;
+		q->mem = o->mem->handle;
+		q->offset = o->mem_off;
+	}
+	*r = (struct proto_odp_reg_rpy){ .odp = h, .iova = o->r.st.addr, .size = o->r.size };
+	return true;
+}
+
+void odp_session_totals(const struct session *s, struct odp_totals *t)
+{
+	uint64_t mapped = 0;
+
+	live_totals(s, t, &mapped);
 }
 
 /* ==== answering parked accesses ====================================================== */

@@ -259,8 +259,9 @@ void conn_input(struct conn *c)
 		s->stats.frames_in++;
 		session_frame(c->sess, p, (size_t)flen);
 		evbuffer_drain(c->in, (size_t)flen);
-		/* Backpressure: stop taking requests while replies pile up unsent. */
-		if (evbuffer_get_length(c->out) > s->lim.out_high) {
+		/* Backpressure: stop taking requests while replies pile up unsent (or undurable). */
+		if (evbuffer_get_length(c->out) > s->lim.out_high ||
+		    (c->sess && persist_held(c->sess) > s->lim.out_high)) {
 			conn_set_paused(c, true);
 			break;
 		}
@@ -583,20 +584,27 @@ int srv_listen_path(struct srv *s, const char *path)
 	return 0;
 }
 
-int srv_adopt_inherited(struct srv *s)
+int srv_adopt_inherited(struct srv *s, int n, char **names, const bool *claimed)
 {
-	int n = sd_listen_fds(1), adopted = 0;
+	int adopted = 0;
 
 	for (int fd = SD_LISTEN_FDS_START; n > 0 && fd < SD_LISTEN_FDS_START + n; fd++) {
 		struct sockaddr_un sa;
 		socklen_t len = sizeof(sa);
+		const char *name = names && names[fd - SD_LISTEN_FDS_START] ?
+					   names[fd - SD_LISTEN_FDS_START] : "";
 
+		if (claimed[fd - SD_LISTEN_FDS_START])
+			continue; /* persist.c's */
 		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-			log_warn("inherited fd %d is not a listening Unix stream socket: ignored",
-				 fd);
+			log_warn("inherited fd %d (%s) is not a listening Unix stream socket: ignored",
+				 fd, name);
 			close(fd);
 			continue;
 		}
+		/* Our own socket, back from the fd store: it stays there. */
+		if (!strcmp(name, "listen"))
+			s->socket_stored = true;
 		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || add_listener(s, fd)) {
 			close(fd);
 			continue;
@@ -618,12 +626,37 @@ void srv_stop_listening(struct srv *s)
 	s->listeners = NULL;
 	s->nlisteners = 0;
 	if (s->own_socket_path) {
-		unlink(s->own_socket_path);
+		/* In the fd store, the socket outlives us: clients wait in its backlog. */
+		if (!s->socket_stored)
+			unlink(s->own_socket_path);
 		free(s->own_socket_path);
 		s->own_socket_path = NULL;
 	}
 	free(s->policy_path);
 	s->policy_path = NULL;
+}
+
+bool srv_listening_on(struct srv *s, const char *path)
+{
+	for (uint32_t i = 0; i < s->nlisteners; i++) {
+		struct sockaddr_un sa;
+		socklen_t len = sizeof(sa);
+		int fd = evconnlistener_get_fd(s->listeners[i]);
+
+		if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 &&
+		    len > offsetof(struct sockaddr_un, sun_path) &&
+		    !strncmp(sa.sun_path, path, sizeof(sa.sun_path)))
+			return true;
+	}
+	return false;
+}
+
+void srv_store_own_listener(struct srv *s)
+{
+	if (!s->nlisteners)
+		return;
+	if (persist_store_listener(s, evconnlistener_get_fd(s->listeners[s->nlisteners - 1])))
+		s->socket_stored = true;
 }
 
 void srv_close_all(struct srv *s)

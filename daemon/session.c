@@ -185,6 +185,9 @@ void sess_send(struct session *s, bool ring, uint64_t id, uint16_t type, const v
 	uint16_t version = s->plim.version ? s->plim.version : PROTO_VERSION;
 
 	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), id);
+	/* Held until the journal has the request (or compared, in a replay). */
+	if ((s->ps || s->rp) && persist_send(s, ring, &h, body, len))
+		return;
 	if (ring && s->ring) {
 		ring_send(s->ring, &h, body, len);
 		/* Inside a ring pass the poller publishes once at the end. */
@@ -204,6 +207,8 @@ void sess_send(struct session *s, bool ring, uint64_t id, uint16_t type, const v
 void reply(struct session *s, const struct proto_req *req, uint16_t type, const void *body,
 	   size_t len)
 {
+	if (s->ps)
+		persist_reply(s, type, body, len);
 	sess_send(s, s->in_ring, req->hdr.id, type, body, len);
 }
 
@@ -218,6 +223,7 @@ void reply_status(struct session *s, const struct proto_req *req, int status)
 
 static void mem_release(struct session *s, struct sess_mem *m)
 {
+	persist_mem_gone(s, m);
 	s->mem_bytes -= m->obj->size;
 	s->nmems--;
 	if (!m->handle)
@@ -261,10 +267,13 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 	struct proto_mem_import_rpy rpy = { 0 };
 	struct sess_mem *m;
 	uint32_t slot;
-	int fd = conn_take_fd(s->conn), r;
+	int fd = s->rp ? dup(s->rp->fd) : conn_take_fd(s->conn), r;
+	struct proto_mem_import_rpy want = { 0 };
 
 	if (fd < 0)
 		return -EBADF;
+	if (s->rp && s->rp->len >= sizeof(want))
+		memcpy(&want, s->rp->body, sizeof(want));
 	/*
 	 * The daemon maps the client's memory: if the client could shrink it,
 	 * a later device access would fault (SIGBUS) in the daemon. Require a
@@ -286,7 +295,15 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 	}
 	for (slot = 0; slot < s->nmem_slots && s->mems[slot]; slot++)
 		;
-	if (slot == s->nmem_slots) {
+	/* Restore: the recorded handle (slots above the table's end grow it). */
+	if (s->rp) {
+		slot = want.mem - 1;
+		if (!want.mem || want.mem > 1u << 20 || (slot < s->nmem_slots && s->mems[slot])) {
+			r = -EEXIST;
+			goto out_close;
+		}
+	}
+	while (slot >= s->nmem_slots) {
 		uint32_t n = s->nmem_slots ? s->nmem_slots * 2 : 16;
 		struct sess_mem **nm = realloc(s->mems, n * sizeof(*nm));
 
@@ -303,7 +320,11 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 		r = -ENOMEM;
 		goto out_close;
 	}
-	r = pmem_obj_import(&s->srv->devices.pmem, fd, mi->offset, mi->size, &m->obj);
+	if (s->rp)
+		r = pmem_obj_import_at(&s->srv->devices.pmem, fd, mi->offset, mi->size, want.phys,
+				       &m->obj);
+	else
+		r = pmem_obj_import(&s->srv->devices.pmem, fd, mi->offset, mi->size, &m->obj);
 	if (r) {
 		free(m);
 		/* A bad or unmappable fd is the client's -EBADF; a bad range its -EINVAL. */
@@ -318,6 +339,17 @@ static int handle_mem_import(struct session *s, const struct proto_req *req)
 		pmem_obj_destroy(&s->srv->devices.pmem, m->obj);
 		free(m);
 		r = -ENOMEM;
+		goto out_close;
+	}
+	/* Into the fd store before the journal says it exists. */
+	r = persist_mem_added(s, m);
+	if (r) {
+		log_warn("session %" PRIu64 ": cannot store a memory object's fd: %s", s->id,
+			 strerror(-r));
+		odp_mem_removed(s, m);
+		pmem_obj_destroy(&s->srv->devices.pmem, m->obj);
+		free(m);
+		r = -ENOSPC;
 		goto out_close;
 	}
 	s->mems[slot] = m;
@@ -374,6 +406,14 @@ static int handle_dev_open(struct session *s, const struct proto_req *req)
 		return -ENODEV;
 	for (i = 0; i < n && s->devs[i]; i++)
 		;
+	if (s->rp) {
+		const struct proto_dev_open_rpy *w = (const void *)s->rp->body;
+
+		i = s->rp->len >= sizeof(*w) ? w->dev - 1 : n;
+		if (i >= sizeof(s->devs) / sizeof(s->devs[0]) || s->devs[i])
+			return -EEXIST;
+		n = i + 1;
+	}
 	if (i == n)
 		return -EMFILE;
 	s->devs[i] = e;
@@ -451,8 +491,15 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 		return -EINVAL;
 	if (s->states.n >= s->srv->lim.max_states)
 		return -EDQUOT;
-	if (!dma_iova_try_alloc(e->dev, &st, a->phys, a->size))
+	if (s->rp && s->rp->len >= sizeof(rpy)) {
+		memcpy(&rpy, s->rp->body, sizeof(rpy));
+		e->dom->want_iova = rpy.addr & ~granule_mask(e);
+		memset(&rpy, 0, sizeof(rpy));
+	}
+	if (!dma_iova_try_alloc(e->dev, &st, a->phys, a->size)) {
+		e->dom->want_iova = 0;
 		return -ENOSPC;
+	}
 	pad = st.addr & granule_mask(e);
 	s->last = NULL; /* elements move */
 	ss = svec_insert(&s->states, e->dom_index, st.addr - pad);
@@ -538,35 +585,45 @@ static void link_rec_remove(struct session *s, struct sess_state *ss, uint32_t a
 }
 
 static bool link_continues(const struct link_rec *a, uint64_t off, uint64_t phys,
-			   const struct sess_mem *m, uint8_t dir)
+			   const struct sess_mem *m, uint8_t dir, uint8_t attrs)
 {
-	return a->off + a->size == off && a->phys + a->size == phys && a->mem == m && a->dir == dir;
+	return a->off + a->size == off && a->phys + a->size == phys && a->mem == m &&
+	       a->dir == dir && a->attrs == attrs;
+}
+
+static uint8_t pack_attrs(uint64_t attrs)
+{
+	return (uint8_t)(((attrs & DMA_ATTR_SKIP_CPU_SYNC) ? LINK_ATTR_SKIP_CPU_SYNC : 0) |
+			 ((attrs & DMA_ATTR_MMIO) ? LINK_ATTR_MMIO : 0) |
+			 ((attrs & DMA_ATTR_REQUIRE_COHERENT) ? LINK_ATTR_COHERENT : 0));
 }
 
 static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss);
 
 static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, uint64_t size,
-			uint64_t phys, struct sess_mem *m, uint8_t dir)
+			uint64_t phys, struct sess_mem *m, uint8_t dir, uint8_t attrs)
 {
 	uint32_t at = link_first_after(ss, off);
-	struct link_rec rec = { off, size, phys, m, dir, LINK_MR_NONE };
+	struct link_rec rec = { off, size, phys, m, dir, LINK_MR_NONE, attrs };
 
 	if (!state_rxe(s, ss)) {
 		struct link_rec *prev = at ? &ss->links[at - 1] : NULL;
 		struct link_rec *next = at < ss->nlinks ? &ss->links[at] : NULL;
 
-		if (prev && link_continues(prev, off, phys, m, dir)) {
+		if (prev && link_continues(prev, off, phys, m, dir, attrs)) {
 			prev->size += size;
 			ss->linked += size;
 			/* It may close the gap to the next record as well. */
-			if (next && link_continues(prev, next->off, next->phys, next->mem, next->dir)) {
+			if (next && link_continues(prev, next->off, next->phys, next->mem, next->dir,
+						   next->attrs)) {
 				prev->size += next->size;
 				ss->linked += next->size; /* link_rec_remove takes it off again */
 				link_rec_remove(s, ss, at, at + 1);
 			}
 			return 0;
 		}
-		if (next && link_continues(&rec, next->off, next->phys, next->mem, next->dir)) {
+		if (next && link_continues(&rec, next->off, next->phys, next->mem, next->dir,
+					   next->attrs)) {
 			next->off = off;
 			next->phys = phys;
 			next->size += size;
@@ -769,7 +826,7 @@ static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t l
 		if (end > hi) {
 			/* Split: a hole punched in the middle. */
 			struct link_rec tail = { hi, end - hi, l->phys + (hi - l->off), l->mem,
-						 l->dir, l->mr };
+						 l->dir, l->mr, l->attrs };
 
 			/*
 			 * Out of memory for the tail's record: keep the whole one,
@@ -840,7 +897,8 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 	r = dma_iova_link(e->dev, &ss->st, op->phys, op->offset, op->size, op->dir, op->attrs);
 	if (r)
 		return r;
-	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m, (uint8_t)op->dir)) {
+	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m, (uint8_t)op->dir,
+			 pack_attrs(op->attrs))) {
 		(void)dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
 		return -ENOMEM;
 	}
@@ -934,7 +992,10 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	/* rxe: swiotlb bounce slots are not registered, so an untrusted device maps nothing. */
 	if (e->rxe && (e->flags & PROTO_DEV_UNTRUSTED))
 		return -EOPNOTSUPP;
+	if (s->rp && e->dom->cfg.type != DOM_IDENTITY)
+		e->dom->want_iova = *value & ~granule_mask(e);
 	r = dma_map_phys(e->dev, op->phys, op->size, op->dir, op->attrs, &dma);
+	e->dom->want_iova = 0;
 	if (r)
 		return r;
 	mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
@@ -955,6 +1016,9 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	mp->size = op->size;
 	mp->mem = m;
 	mp->mr = NULL;
+	mp->phys = op->phys;
+	mp->dir = op->dir;
+	mp->attrs = (uint32_t)op->attrs;
 	/*
 	 * rxe: the mapping is visible at once, so it is an MR at once, over
 	 * exactly the bytes asked for (ibv_reg_mr_iova2 takes any byte range
@@ -1015,6 +1079,11 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 		int r;
 
 		proto_op_get(req, i, &op);
+		/* Restore: a map goes back to its recorded address. */
+		if (s->rp && op.opcode == PROTO_OP_MAP &&
+		    s->rp->len >= sizeof(rpy) + (i + 1) * sizeof(*res))
+			memcpy(&value, s->rp->body + sizeof(rpy) + i * sizeof(*res) +
+				       offsetof(struct proto_op_result, value), sizeof(value));
 		if (failed && (req->u.batch.flags & PROTO_BATCH_STOP_ON_ERROR)) {
 			res[i] = (struct proto_op_result){ .status = -ECANCELED };
 			continue;
@@ -1383,6 +1452,10 @@ static int handle_hello(struct session *s, const struct proto_req *req)
 {
 	const struct proto_hello *h = &req->u.hello;
 	struct limits *l = &s->srv->lim;
+	struct {
+		struct proto_hello_rpy h;
+		struct proto_session tail;
+	} out = { 0 };
 	struct proto_hello_rpy rpy = { 0 };
 
 	if (s->plim.version)
@@ -1399,7 +1472,53 @@ static int handle_hello(struct session *s, const struct proto_req *req)
 	s->plim.max_frame = rpy.max_frame;
 	s->plim.max_batch = rpy.max_batch;
 	s->max_frame = rpy.max_frame;
-	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+	if (rpy.version < PROTO_VERSION_RESUME) {
+		reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
+		return 0;
+	}
+	/* Version 5: the token, and whether the journal keeps the session. */
+	out.h = rpy;
+	persist_hello(s, &out.tail);
+	_Static_assert(sizeof(out) == sizeof(out.h) + sizeof(out.tail), "hello tail packs");
+	reply(s, req, req->hdr.type | PROTO_RPY, &out, sizeof(out));
+	return 0;
+}
+
+/* RESUME: this connection's fresh session gives way to a restored one. */
+static int handle_resume(struct session *s, const struct proto_req *req)
+{
+	const struct proto_hello *h = &req->u.resume.hello;
+	struct limits *l = &s->srv->lim;
+	struct {
+		struct proto_hello_rpy h;
+		struct proto_session tail;
+	} out = { 0 };
+	struct session *t;
+	int r;
+
+	if (s->plim.version)
+		return -EALREADY;
+	t = persist_resume(s, req, &r);
+	if (!t)
+		return r;
+	out.h.version = h->version_max < PROTO_VERSION_MAX ? h->version_max : PROTO_VERSION_MAX;
+	out.h.max_frame = h->max_frame < l->max_frame ? h->max_frame : l->max_frame;
+	out.h.max_batch = h->max_batch < l->max_batch ? h->max_batch : l->max_batch;
+	out.h.max_inflight = l->max_inflight;
+	out.h.session_id = t->id;
+	out.h.max_mems = l->max_mems;
+	out.h.max_states = l->max_states;
+	out.h.max_mem_bytes = l->max_mem_bytes;
+	t->plim.version = out.h.version;
+	t->plim.max_frame = out.h.max_frame;
+	t->plim.max_batch = out.h.max_batch;
+	t->max_frame = out.h.max_frame;
+	memcpy(out.tail.token, req->u.resume.token, sizeof(out.tail.token));
+	out.tail.flags = PROTO_SESSION_DURABLE;
+	t->in_ring = false;
+	persist_resumed(t);
+	sess_send(t, false, req->hdr.id, req->hdr.type | PROTO_RPY, &out, sizeof(out));
+	log_info("session %" PRIu64 ": resumed by pid %d", t->id, (int)t->pid);
 	return 0;
 }
 
@@ -1485,6 +1604,36 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 		s->in_frame = false;
 		return;
 	}
+	if (req.hdr.type == PROTO_CMD_RESUME) {
+		r = handle_resume(s, &req);
+		s->in_frame = false;
+		if (r) {
+			reply_status(s, &req, r);
+			return;
+		}
+		/* The connection belongs to the restored session now: this one goes. */
+		session_free(s);
+		return;
+	}
+	/* Resent after a restart, and already in the journal: the same answer again. */
+	if (s->ps && persist_answered(s, &req, s->in_ring)) {
+		if (!s->in_ring)
+			drop_frame_fds(s, req.hdr.type);
+		s->in_frame = false;
+		return;
+	}
+	s->cur_frame = frame;
+	s->cur_len = len;
+	session_dispatch(s, &req);
+	s->cur_frame = NULL;
+	s->in_frame = false;
+}
+
+void session_dispatch(struct session *s, const struct proto_req *preq)
+{
+	struct proto_req req = *preq;
+	int r;
+
 	switch (req.hdr.type) {
 	case PROTO_CMD_HELLO:
 		r = handle_hello(s, &req);
@@ -1559,7 +1708,21 @@ void session_frame(struct session *s, const uint8_t *frame, size_t len)
 	}
 	if (r)
 		reply_status(s, &req, r);
-	s->in_frame = false;
+}
+
+/* Is [off, off + size) of a state published (synced)? Looks at its first and last granule. */
+bool session_range_synced(struct session *s, const struct sess_state *ss, uint64_t off,
+			  uint64_t size)
+{
+	const struct dev_entry *e = &s->srv->devices.devs[ss->dev];
+	struct pgtbl_leaf a, b;
+	uint64_t iova = ss->st.addr + off;
+
+	if (e->dom->cfg.visibility == DOM_VISIBLE_ON_LINK)
+		return true;
+	if (pgtbl_lookup(&e->dom->pt, iova, &a) || pgtbl_lookup(&e->dom->pt, iova + size - 1, &b))
+		return false;
+	return !(a.prot & PGTBL_PENDING) && !(b.prot & PGTBL_PENDING);
 }
 
 /* ==== lifetime ================================================================================ */
@@ -1603,7 +1766,11 @@ bool session_throttled(const struct session *s)
 	 * client's own answers (user faults) must not stop the daemon reading
 	 * that answer. They are bounded in odp_dma_fault instead (-EAGAIN).
 	 */
-	return s && s->parked - s->uparked >= s->srv->lim.max_inflight;
+	if (!s)
+		return false;
+	/* Replies held for the journal count as unsent: read no more past the mark. */
+	return s->parked - s->uparked >= s->srv->lim.max_inflight ||
+	       (s->ps && persist_held(s) > s->srv->lim.out_high);
 }
 
 void session_entry(const struct session *s, struct proto_client_entry *ret)
@@ -1631,10 +1798,14 @@ void session_free(struct session *s)
 	struct dev_table *t;
 	uint32_t nstates, nmaps, nmems;
 	uint64_t linked = 0, mem_bytes;
+	bool kept;
 
 	if (!s)
 		return;
 	t = &s->srv->devices;
+	/* Shutting down with a journal: the session lives on in it, not a leak. */
+	kept = s->ps && s->srv->stopping;
+	persist_session_end(s);
 	/* Regions first: they map memory without pinning it. */
 	odp_session_free(s);
 	nstates = s->states.n;
@@ -1670,7 +1841,9 @@ void session_free(struct session *s)
 	for (uint32_t d = 0; d < t->ndoms; d++)
 		if (t->doms[d]->cfg.flush == DOM_FLUSH_LAZY)
 			devices_fq_arm(t, d);
-	if (nstates || nmaps || nmems) {
+	if (kept) {
+		log_info("session %" PRIu64 ": kept in the journal for its client to resume", s->id);
+	} else if (nstates || nmaps || nmems) {
 		s->srv->stats.teardowns++;
 		s->srv->stats.leaked_states += nstates;
 		s->srv->stats.leaked_maps += nmaps;

@@ -22,6 +22,7 @@ struct sess_mem {
 	uint32_t pins;          /* link records and mappings into it */
 	struct pmem_obj *obj;
 	uint64_t implicit_off;  /* where implicit ODP regions see byte 0 */
+	uint64_t serial;        /* names its fd in the fd store (persist.c) */
 };
 
 /* A link record's MR on an rxe device (link_rec.mr). */
@@ -34,7 +35,12 @@ struct link_rec {
 	struct sess_mem *mem;
 	uint8_t dir;            /* enum dma_data_direction: the MR's remote access */
 	uint8_t mr;             /* LINK_MR_*; always NONE on a sim device */
+	uint8_t attrs;          /* LINK_ATTR_*: the link's DMA attributes, for a checkpoint */
 };
+/* DMA attributes, packed into link_rec.attrs. */
+#define LINK_ATTR_SKIP_CPU_SYNC 0x1u
+#define LINK_ATTR_MMIO          0x2u
+#define LINK_ATTR_COHERENT      0x4u
 
 /* rxe backend: one MR over [off, off + size) from the owner's first IOVA. */
 struct sess_mr {
@@ -70,6 +76,9 @@ struct sess_map {
 	uint64_t size;
 	struct sess_mem *mem;   /* NULL on an identity domain's map of... never: always set */
 	struct rxe_mr *mr;      /* rxe backend: the MR at [dma, dma + size); NULL on sim */
+	uint64_t phys;          /* what was mapped, as asked (a checkpoint maps it again) */
+	uint32_t dir;
+	uint32_t attrs;
 };
 
 /* A vector of elements sorted by (dom, base), each starting with those two keys. */
@@ -129,6 +138,28 @@ struct session {
 	struct ring_chan *ring;     /* NULL until RING_SETUP */
 	bool in_ring;               /* the frame being handled came from the ring */
 	bool in_frame;              /* a frame's handler runs: the caller flushes the socket */
+	/* persistence (persist.c) */
+	struct sess_persist *ps;    /* NULL unless the session is durable */
+	const uint8_t *cur_frame;   /* the request being handled (persist_reply journals it) */
+	size_t cur_len;
+	uint64_t cur_fd_serial;     /* MEM_IMPORT: its object's serial, for the journal */
+	struct replay *rp;          /* restore: the recorded reply the handler must reproduce */
+};
+
+/*
+ * Restore: a journaled request runs again with its recorded reply at hand,
+ * so the handler takes the same handles and addresses (replay_* below), and
+ * what it sends is compared with the record instead of going out.
+ */
+struct replay {
+	uint16_t type;              /* the recorded reply's */
+	const uint8_t *body;
+	size_t len;
+	int fd;                     /* MEM_IMPORT: the object's fd from the fd store, or -1 */
+	uint64_t fd_serial;
+	bool checkpoint;            /* synthesized by a checkpoint: only key fields are real */
+	bool sent;
+	bool mismatch;
 };
 
 /* An ODP region's IOVA span, in a tree ordered like states and maps. */
@@ -185,6 +216,13 @@ struct sess_mem *mem_by_handle(struct session *s, uint32_t h);
 struct dev_entry *dev_by_handle(struct session *s, uint32_t h);
 bool is_admin(const struct session *s);
 
+/* ---- session.c, for persist.c ---- */
+/* Run a decoded request's handler (HELLO and RESUME excluded). */
+void session_dispatch(struct session *s, const struct proto_req *req);
+/* Link records of a state, and whether [off, off + size) of it is published (synced). */
+bool session_range_synced(struct session *s, const struct sess_state *ss, uint64_t off,
+			  uint64_t size);
+
 /* ---- session.c, for odp_svc.c ---- */
 /* Device DMA on an rxe device (e->rxe) through s's MRs: 0, or -EFAULT with *f
  * (reason NOT_PRESENT, iova the first byte no MR covers), or rxe_dma's -errno. */
@@ -221,6 +259,11 @@ bool odp_rxe_mr(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 int odp_mem_added(struct session *s, struct sess_mem *m);
 /* The client dropped a memory object: invalidate every region over it. */
 void odp_mem_removed(struct session *s, struct sess_mem *m);
+/* Checkpoint: the ODP_REG request and reply that would rebuild region h. false: none. */
+bool odp_region_request(struct session *s, uint32_t h, struct proto_odp_reg *q,
+			struct proto_odp_reg_rpy *r);
+/* Add s's live regions' counters to *t. */
+void odp_session_totals(const struct session *s, struct odp_totals *t);
 /* Teardown: every region, parked access and user fault of s. */
 void odp_session_free(struct session *s);
 

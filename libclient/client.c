@@ -187,6 +187,24 @@ bool iovad_uses_rings(const struct iovad *c)
 	return c && c->ring_on;
 }
 
+bool iovad_session_durable(const struct iovad *c)
+{
+	return c && c->durable;
+}
+
+uint64_t iovad_reconnects(const struct iovad *c)
+{
+	struct iovad *mc = (struct iovad *)c; /* the lock is not part of its value */
+	uint64_t n;
+
+	if (!c)
+		return 0;
+	pthread_mutex_lock(&mc->lock);
+	n = c->reconnects;
+	pthread_mutex_unlock(&mc->lock);
+	return n;
+}
+
 /* ---- devices ---- */
 
 int iovad_dev_open(struct iovad *c, const char *name, struct iovad_dev **ret)
@@ -900,6 +918,8 @@ void iovad_batch_free(struct iovad_batch *b)
 		 * (or at disconnect). The caller's states are not updated.
 		 */
 		b->p->orphan = true;
+		/* A reconnect may have to send it again after b->req is gone. */
+		pending_keep_locked(c, b->p);
 		b->p->batch = NULL;
 		b->p->rpy = NULL;
 		b->p = NULL;

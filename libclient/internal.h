@@ -13,6 +13,11 @@
  *   iovad_dev.fault_lock  the per-thread fault records of one device
  * Callbacks (batch completions, user-fault handlers) run with no lock held
  * and without the reader role, so they may make any call, blocking ones too.
+ *
+ * A durable session's reconnect (conn.c) runs in the thread that holds the
+ * reader role, with send_lock taken (or already held, by a writer that met
+ * the break while reading): holding both, it alone touches the socket, the
+ * rings and rbuf. Writers give send_lock up when they see iovad.broken.
  */
 #ifndef IOVAD_LIBCLIENT_INTERNAL_H
 #define IOVAD_LIBCLIENT_INTERNAL_H
@@ -64,10 +69,22 @@ static inline void ilist_del(struct ilist *n)
 
 /* ---- requests in flight ---- */
 
+/* The most fds one frame carries (RING_SETUP's three). */
+#define FRAME_FDS_MAX 3
+
+struct ring_new;
+
 /*
  * One request waiting for its reply. Synchronous calls keep it on their
  * stack; a batch owns one for its whole life (and leaves it behind as an
  * orphan when freed in flight, so the reply still has somewhere to land).
+ *
+ * On a durable session it also keeps what sending it again takes, for the
+ * reconnect (conn.c): its body and data stay the caller's (a synchronous
+ * caller is blocked until the reply, a batch's body does not change while
+ * it is in flight), except for an orphan, whose body is copied into own
+ * before its owner frees it; its fds are duplicates, closed once it is done,
+ * so a caller's fd closed meanwhile cannot send another file in its place.
  */
 struct pending {
 	struct ilist node;          /* in iovad.pending, in send order, until done */
@@ -87,6 +104,20 @@ struct pending {
 	struct iovad_batch *batch;  /* async batch this completes, else NULL */
 	struct iovad_odp *odp;      /* ODP_REG: entered in iovad.odps as the reply lands */
 	bool ring;                  /* submitted on the ring: its reply comes on the ring */
+	size_t rpy_alt_len;         /* another body length a success may have (HELLO: no v5 tail) */
+	size_t rpy_got;             /* the body length the reply had */
+
+	/* For a resend after RESUME (durable sessions): under iovad.lock. */
+	uint64_t gen;               /* the connection (iovad.gen) it was last written to */
+	const void *body;
+	size_t blen;
+	const void *data;
+	size_t dlen;
+	void *own;                  /* body and data copied here (orphans), else NULL */
+	bool lost;                  /* an orphan whose copy failed: cannot be sent again */
+	int nfds;
+	int fds[FRAME_FDS_MAX];     /* duplicates of the fds it carries */
+	struct ring_new *ring_new;  /* a reconnect's own RING_SETUP: the rings it offers */
 };
 
 struct iovad {
@@ -100,11 +131,27 @@ struct iovad {
 	uint64_t session_id;
 	long page_size;
 
+	/*
+	 * Durable sessions (protocol 5): the daemon journals the session, so
+	 * when the socket breaks (the daemon died or restarts) the reader
+	 * reconnects to path, RESUMEs with the token and sends every pending
+	 * request again (conn.c). Set by HELLO, constant afterwards.
+	 */
+	char *path;
+	bool durable;               /* HELLO's reply said PROTO_SESSION_DURABLE */
+	uint8_t token[PROTO_TOKEN_LEN];
+	uint32_t reconnect_ms;      /* $IOVAD_RECONNECT_TIMEOUT_MS; 0: never reconnect */
+
 	pthread_mutex_t send_lock;
 	pthread_mutex_t lock;
 	uint64_t next_id;
 	bool dead;                  /* EOF, I/O error or protocol violation: all -ENOTCONN */
 	bool reading;               /* a thread holds the reader role */
+	bool broken;                /* the socket broke, a reconnect is due: send nothing on it */
+	bool reconnecting;          /* the reader-role holder is reconnecting */
+	bool ring_hold;             /* after a resume: socket only while socket requests are out */
+	uint64_t gen;               /* bumped by each reconnect: the socket frames went to */
+	uint64_t reconnects;        /* successful resumes */
 	struct ilist pending;       /* struct pending, oldest first */
 	struct ilist done_batches;  /* struct iovad_batch completed, callback not delivered */
 	struct ilist devs;          /* struct iovad_dev */
@@ -135,13 +182,38 @@ struct iovad {
 
 /* ---- ring.c ---- */
 
+/*
+ * Returned (positive) by the writers below when the connection was replaced
+ * under them, by a reconnect this very thread ran while it waited: the frame
+ * being written was sent again with every other pending one, so the writer
+ * must stop, and report success.
+ */
+#define CONN_REPLACED 1
+
 /* Set up the rings after HELLO (unless $IOVAD_RINGS=0). Return: 0 (on or off), -ENOTCONN. */
 int ring_open(struct iovad *c);
+/*
+ * After a resume, behind the resent requests: ask for new rings (unless
+ * $IOVAD_RINGS=0) with a RING_SETUP nobody waits for. Its reply adopts them
+ * (ring_setup_done_locked). Reader role and send_lock held.
+ * Return: 0 (asked, or no rings here), -EPIPE, -ENOTCONN.
+ */
+int ring_request(struct iovad *c);
+/*
+ * That RING_SETUP succeeded (lock held): use the rings. Return: 0, or -errno
+ * when we cannot (no wakeup): the daemon has them, and would put our events
+ * there, so the connection must die, as when ring_open() fails so.
+ */
+int ring_setup_done_locked(struct iovad *c, struct pending *p);
+/* Rings offered but not taken: unmap, close, free. */
+void ring_new_free(struct ring_new *n);
 void ring_close(struct iovad *c);
-/* Write a frame into the submission ring (send_lock held). Return: 0, -ENOTCONN. */
-int ring_submit(struct iovad *c, const struct iovec *iov, int niov, uint32_t len);
-/* Wait for room in the submission ring (send_lock held). Return: 0, -ENOTCONN. */
-int ring_wait_room(struct iovad *c, uint32_t rec);
+/*
+ * Write a frame into the submission ring (send_lock held; gen: iovad.gen at
+ * registration). Return: 0, CONN_REPLACED, -EPIPE (the connection broke),
+ * -ENOTCONN.
+ */
+int ring_submit(struct iovad *c, const struct iovec *iov, int niov, uint32_t len, uint64_t gen);
 /* The daemon's doorbell, if it sleeps and the flags say it wants one. */
 void ring_doorbell(struct iovad *c, uint32_t want);
 
@@ -151,6 +223,14 @@ void ring_doorbell(struct iovad *c, uint32_t want);
 void conn_read_some(struct iovad *c);
 int conn_call_fds(struct iovad *c, struct pending *p, uint16_t cmd, const void *body, size_t blen,
 		  const int *fds, int nfds);
+/* The connection's state for a writer registered at gen: 0, CONN_REPLACED, -EPIPE, -ENOTCONN. */
+int conn_write_state(struct iovad *c, uint64_t gen);
+/*
+ * Within a reconnect (reader role and send_lock held): register p and write
+ * its frame on the socket; nobody waits for it. Return: 0, -EPIPE, -ENOTCONN.
+ */
+int conn_write_internal(struct iovad *c, struct pending *p, uint16_t cmd, const void *body,
+			size_t blen, const int *fds, int nfds);
 
 /* The per-thread fault records of a device: a small table, oldest replaced first. */
 #define IOVAD_FAULT_SLOTS 16
@@ -252,6 +332,8 @@ void conn_close(struct iovad *c);
 
 int pending_init(struct pending *p);
 void pending_destroy(struct pending *p);
+/* p is about to be orphaned: copy its body, which its owner frees, for a resend (lock held). */
+void pending_keep_locked(struct iovad *c, struct pending *p);
 
 /*
  * conn_send - register p and write one frame: header, body, then data

@@ -111,6 +111,8 @@ static void fault_reject(struct iovad *c, uint64_t fault_id)
 		return;
 	}
 	p->orphan = true;
+	/* req is on this stack: a reconnect sends a copy again. */
+	pending_keep_locked(c, p);
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -18,6 +18,7 @@ pkgs=(
 	libsystemd-dev        # sd_notify, socket activation
 	libinih-dev           # the configuration file
 	libbsd-dev            # sys/tree.h: the red-black trees of a session's states and maps
+	zlib1g-dev            # CRC-32 of the state journal's records
 	scdoc                 # man pages
 	gnuplot-nox           # bench/run-all: the PNG plots (gnuplot without X)
 	# tests/rxe: soft-RoCE (rdma_rxe) in a qemu guest booting Debian's kernel,

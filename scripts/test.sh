@@ -9,10 +9,12 @@
 #                              checks on soft-RoCE in a qemu guest (tests/rxe:
 #                              the verbs facts, the daemon's verbs module, and
 #                              the daemon with an rxe-backed device), a short
-#                              soak (1000 clients) and a bounded AFL++ run
+#                              soak (1000 clients), the daemon killed with SIGKILL at
+#                              random points under a state journal (restart) and
+#                              a bounded AFL++ run
 #                              against the daemon's socket
 #   scripts/test.sh release    one part only (also: asan, valgrind, fuzz, units, rxe,
-#                              soak, afl)
+#                              soak, restart, afl)
 #
 # IOVAD_TEST_SEED=N reproduces a randomized differential test run.
 set -uo pipefail
@@ -124,6 +126,26 @@ run_soak() {
 	done
 }
 
+run_restart() {
+	# tests/restart: the release daemon under iovad-supervise with a state
+	# journal, killed with SIGKILL at random points (RESTART_KILLS, default
+	# 40, over RESTART_SECONDS, default 30) while 6 clients work; after every
+	# restart each client checks the restored state against what it was
+	# told, and the daemon's replay must match every recorded reply. A fresh
+	# seed each run (printed; --seed reruns it).
+	local bin="$root/build/release/tests/restart/iovad-crashtest"
+	"$root/scripts/build.sh" release >/dev/null || { failed=$((failed + 1)); return; }
+	echo "== restart: kill -9 at random points, ${RESTART_SECONDS:-30} s"
+	if "$bin" --daemon "$root/build/release/daemon/iovad" \
+		--supervise "$root/build/release/tools/supervise/iovad-supervise" \
+		--clients 6 --seconds "${RESTART_SECONDS:-30}" --kills "${RESTART_KILLS:-40}"; then
+		passed=$((passed + 1))
+	else
+		echo "== restart: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
 run_afl() {
 	# AFL++ against the daemon's socket (scripts/afl.sh) for AFL_SECONDS
 	# (default 60); a crash fails the part and is saved as a regression input
@@ -204,8 +226,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 case "$what" in
-all) run_ctest release; run_bench; run_soak; run_units; run_ctest asan; run_valgrind; run_fuzz
-	run_afl; run_rxe ;;
+all) run_ctest release; run_bench; run_soak; run_restart; run_units; run_ctest asan
+	run_valgrind; run_fuzz; run_afl; run_rxe ;;
 release) run_ctest release; run_bench ;;
 asan) run_ctest asan ;;
 valgrind) run_valgrind ;;
@@ -213,8 +235,9 @@ fuzz) run_fuzz ;;
 units) run_units ;;
 rxe) run_rxe ;;
 soak) run_soak ;;
+restart) run_restart ;;
 afl) run_afl ;;
-*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units|rxe|soak|afl]" >&2; exit 2 ;;
+*) echo "usage: $0 [all|release|asan|valgrind|fuzz|units|rxe|soak|restart|afl]" >&2; exit 2 ;;
 esac
 
 echo "tests: $passed passed, $failed failed"

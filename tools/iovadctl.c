@@ -238,9 +238,11 @@ static int ctl_hello(struct ctl *c)
 	r = ctl_call(c, PROTO_CMD_HELLO, &h, sizeof(h), sizeof(struct proto_hdr) + sizeof(rpy));
 	if (r)
 		return r;
-	if (c->len != sizeof(struct proto_hdr) + sizeof(rpy))
-		return -EBADMSG;
 	memcpy(&rpy, c->buf + sizeof(struct proto_hdr), sizeof(rpy));
+	/* From version 5 the session's token follows (not ours to keep: iovadctl never resumes). */
+	if (c->len != sizeof(struct proto_hdr) + sizeof(rpy) +
+			      (rpy.version >= PROTO_VERSION_RESUME ? sizeof(struct proto_session) : 0))
+		return -EBADMSG;
 	if (rpy.version < PROTO_VERSION_MIN || rpy.version > PROTO_VERSION_MAX)
 		return -EPROTONOSUPPORT;
 	if (rpy.max_frame < PROTO_FRAME_MIN || rpy.max_frame > IOVADCTL_FRAME)

@@ -330,8 +330,23 @@ static uint64_t alloc_iova(struct dom_device *dev, uint64_t size)
 {
 	struct dom_domain *d = dev->dom;
 	unsigned int shift = d->cfg.granule_shift;
-	uint64_t limit = dev->dma_mask, pfn;
+	uint64_t limit = dev->dma_mask, pfn, n;
 
+	if (d->want_iova) {
+		/* Restore: exactly this IOVA, rounded as the allocator would have. */
+		pfn = d->want_iova >> shift;
+		d->want_iova = 0;
+		n = size >> shift;
+		if (n < IOVA_RCACHE_MAX_PAGES)
+			n = roundup_pow2(n);
+		if (((pfn + n) << shift) - 1 > dev->dma_mask)
+			return 0;
+		/* Freed ranges may still sit in the flush queue: let them go first. */
+		if (iova_reserve(&d->iovad, pfn, n) &&
+		    (dom_fq_flush(d), iova_reserve(&d->iovad, pfn, n)))
+			return 0;
+		goto done;
+	}
 	if (limit > d->cfg.aperture_end)
 		limit = d->cfg.aperture_end;
 	/*

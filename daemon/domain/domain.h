@@ -189,6 +189,12 @@ struct dom_domain {
 	struct dom_stats stats;
 	struct dom_fault faults[DOM_FAULT_LOG]; /* most recent faults */
 	uint64_t nfaults;
+	/*
+	 * Restore (IOVA-stable restart): when non-zero, the next IOVA
+	 * allocation on this domain (try_alloc, map_phys, an ODP region) takes
+	 * exactly this granule-aligned IOVA, or fails; then it is cleared.
+	 */
+	uint64_t want_iova;
 };
 
 struct dom_device_config {

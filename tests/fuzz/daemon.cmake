@@ -5,7 +5,7 @@
 # A glob, so a new daemon source (the configured iovad's list is in
 # daemon/CMakeLists.txt) is picked up here without a change.
 pkg_check_modules(IOVAD_FZ_LIBS REQUIRED IMPORTED_TARGET
-  libevent>=2.1 liburing>=2.0 libsystemd libibverbs librdmacm inih)
+  libevent>=2.1 liburing>=2.0 libsystemd libibverbs librdmacm inih zlib)
 file(GLOB IOVAD_DAEMON_FUZZ_SRCS CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/daemon/*.c ${PROJECT_SOURCE_DIR}/daemon/domain/*.c
   ${PROJECT_SOURCE_DIR}/proto/*.c)

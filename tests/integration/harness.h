@@ -183,17 +183,25 @@ static inline bool daemon_alive(const struct daemon *d)
 
 /* ---- raw frames ------------------------------------------------------------- */
 
-static inline int raw_send(int fd, uint16_t type, uint64_t id, const void *body, size_t len)
+/* A frame stamped with version (the session's negotiated one, after HELLO). */
+static inline int raw_send_v(int fd, uint16_t version, uint16_t type, uint64_t id,
+			     const void *body, size_t len)
 {
 	uint8_t buf[PROTO_FRAME_MAX];
 	struct proto_hdr h;
 
-	proto_hdr_init(&h, PROTO_VERSION, type, (uint32_t)(sizeof(h) + len), id);
+	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), id);
 	memcpy(buf, &h, sizeof(h));
 	if (len)
 		memcpy(buf + sizeof(h), body, len);
 	return send(fd, buf, sizeof(h) + len, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + len) ? 0 :
 													 -errno;
+}
+
+/* A frame of the newest version (sessions that negotiated PROTO_VERSION). */
+static inline int raw_send(int fd, uint16_t type, uint64_t id, const void *body, size_t len)
+{
+	return raw_send_v(fd, PROTO_VERSION, type, id, body, len);
 }
 
 /* Read one frame (header + body) within timeout_ms. Return: its length, 0 on EOF, -errno. */

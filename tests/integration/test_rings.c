@@ -83,7 +83,7 @@ static int hello_max(int fd, uint16_t vmax, uint32_t max_frame)
 	return frame_status(buf);
 }
 
-/* A frame with its fds; version as given (raw_send always uses the newest). */
+/* A frame with its fds; version as given (raw_send uses the newest, raw_send_v any). */
 static int send_fds(int fd, uint16_t version, uint16_t type, uint64_t id, const void *body,
 		    size_t blen, const int *fds, int nfds)
 {
@@ -541,7 +541,8 @@ Test(rings, entries_are_handled_in_order_and_validated_like_frames)
 			cr_assert_eq(frame_status(buf), 0, "id %lu", (unsigned long)id);
 	}
 	/* The socket still works for the control plane. */
-	cr_assert_eq(raw_send(r.fd, PROTO_CMD_DEV_STATS, 200, &ref, sizeof(ref)), 0);
+	cr_assert_eq(raw_send_v(r.fd, PROTO_VERSION_RING, PROTO_CMD_DEV_STATS, 200, &ref, sizeof(ref)),
+		     0);
 	cr_assert_gt(raw_recv(r.fd, buf, sizeof(buf), 5000), 0);
 	cr_assert_eq(frame_id(buf), 200);
 	cr_assert_eq(frame_status(buf), 0);
@@ -566,7 +567,8 @@ Test(rings, socket_frames_wait_for_what_the_ring_already_holds)
 	put(&r, PROTO_CMD_DEV_OPEN, 1, &o, sizeof(o));
 	proto_ring_store(&r.m.hdr->sq_tail, r.sq_tail);
 	/* On the socket, DEV_STATS of the device the ring entry opens. */
-	cr_assert_eq(raw_send(r.fd, PROTO_CMD_DEV_STATS, 2, &ref, sizeof(ref)), 0);
+	cr_assert_eq(raw_send_v(r.fd, PROTO_VERSION_RING, PROTO_CMD_DEV_STATS, 2, &ref, sizeof(ref)),
+		     0);
 	cr_assert_gt(raw_recv(r.fd, buf, sizeof(buf), 5000), 0);
 	cr_assert_eq(frame_id(buf), 2);
 	cr_assert_eq(frame_status(buf), 0, "the socket frame overtook the ring entry");

@@ -131,6 +131,22 @@ IOVAD_EXPORT uint64_t iovad_session_id(const struct iovad *c);
  * (default 50) microseconds before it sleeps.
  */
 IOVAD_EXPORT bool iovad_uses_rings(const struct iovad *c);
+/**
+ * iovad_session_durable - whether the daemon journals this session
+ * (protocol 5, a daemon run with a state directory). A durable session
+ * survives the daemon's restart: when the connection breaks, the library
+ * reconnects to the same socket by itself (backing off from 1 to 100 ms,
+ * for up to $IOVAD_RECONNECT_TIMEOUT_MS, default 30000, 0 never), resumes
+ * the session with all its handles and IOVAs as they were, and sends again
+ * every request that had no reply, which the daemon runs exactly once.
+ * Callers see only a delay, in whatever call was waiting (iovad_process()
+ * included). Only if that fails do calls fail with -ENOTCONN, as they always
+ * do when the daemon is gone. User-fault events in flight may be lost: the
+ * daemon raises the fault again when the device retries.
+ */
+IOVAD_EXPORT bool iovad_session_durable(const struct iovad *c);
+/** iovad_reconnects - how many times the session was resumed on a new connection. */
+IOVAD_EXPORT uint64_t iovad_reconnects(const struct iovad *c);
 
 /* ---- devices ------------------------------------------------------------------ */
 
