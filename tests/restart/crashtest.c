@@ -46,6 +46,7 @@
 
 struct opts {
 	const char *daemon, *supervise;
+	const char *failpoints;     /* IOVAD_FAILPOINTS for every incarnation of the daemon */
 	unsigned int clients, seconds, kills;
 	uint64_t seed;
 	bool keep;
@@ -316,7 +317,7 @@ static pid_t wait_daemon(const char *pidfile, const char *sock, pid_t old, unsig
 static void usage(void)
 {
 	fprintf(stderr, "usage: iovad-crashtest --daemon IOVAD --supervise IOVAD_SUPERVISE "
-			"[--clients N] [--seconds S] [--kills K] [--seed X] [--keep]\n");
+			"[--clients N] [--seconds S] [--kills K] [--seed X] [--failpoints SPEC] [--keep]\n");
 }
 
 int main(int argc, char **argv)
@@ -329,13 +330,14 @@ int main(int argc, char **argv)
 		{ "kills", required_argument, NULL, 'k' },
 		{ "seed", required_argument, NULL, 'x' },
 		{ "keep", no_argument, NULL, 'K' },
+		{ "failpoints", required_argument, NULL, 'F' },
 		{ 0 },
 	};
 	struct opts o = { .clients = 4, .seconds = 10, .kills = 20 };
 	char dir[] = "/tmp/iovad-crash.XXXXXX", sock[128], pidfile[128], state[128], log[128];
 	char cmd[2048], line[512];
 	pid_t sup, *kids;
-	unsigned int kills = 0, bad = 0, restores = 0;
+	unsigned int kills = 0, bad = 0, restores = 0, injected = 0;
 	uint64_t rng, end, mismatches = 0;
 	int ch, status, logfd;
 	FILE *lf;
@@ -350,6 +352,7 @@ int main(int argc, char **argv)
 		case 'k': o.kills = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'x': o.seed = strtoull(optarg, NULL, 0); break;
 		case 'K': o.keep = true; break;
+		case 'F': o.failpoints = optarg; break;
 		default: usage(); return 2;
 		}
 	}
@@ -357,6 +360,8 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
+	if (o.failpoints)
+		printf("iovad-crashtest: the daemon runs with IOVAD_FAILPOINTS=%s\n", o.failpoints);
 	rng = o.seed | 1;
 	printf("iovad-crashtest: seed %" PRIu64 " (rerun with --seed %" PRIu64 "), %u clients, "
 	       "%u s, up to %u kills\n", o.seed, o.seed, o.clients, o.seconds, o.kills);
@@ -372,6 +377,9 @@ int main(int argc, char **argv)
 	if (sup == 0) {
 		dup2(logfd, 1);
 		dup2(logfd, 2);
+		/* Journal writes and syncs that fail: each one ends the daemon (exit 75). */
+		if (o.failpoints)
+			setenv("IOVAD_FAILPOINTS", o.failpoints, 1);
 		execl(o.supervise, o.supervise, "--listen", sock, "--pidfile", pidfile,
 		      "--restart-delay-ms", "1", "--max-restarts", "100000", "--", o.daemon,
 		      "--no-socket", "--state-dir", state, (char *)NULL);
@@ -423,6 +431,8 @@ int main(int argc, char **argv)
 		const char *m = strstr(line, " mismatches");
 		char *p;
 
+		if (strstr(line, "journal: commit failed"))
+			injected++;
 		if (strstr(line, "answered differently") || strstr(line, "restore: ")) {
 			fputs(line, stderr);
 			bad++;
@@ -438,8 +448,9 @@ int main(int argc, char **argv)
 		fclose(lf);
 	if (mismatches)
 		bad++;
-	printf("iovad-crashtest: %u kills (kill -9 at random points), %u restores, %" PRIu64
-	       " replay mismatches, %u failures\n", kills, restores, mismatches, bad);
+	printf("iovad-crashtest: %u kills (kill -9 at random points), %u journal commits failed "
+	       "on purpose (the daemon exits 75), %u restores, %" PRIu64 " replay mismatches, %u "
+	       "failures\n", kills, injected, restores, mismatches, bad);
 	if (bad || o.keep)
 		printf("iovad-crashtest: logs kept in %s\n", dir);
 	else {
