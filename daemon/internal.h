@@ -369,6 +369,8 @@ void session_frame_from(struct session *sess, const uint8_t *frame, size_t len, 
 struct ring_chan *session_ring(const struct session *sess);
 uint32_t session_max_frame(const struct session *sess);
 pid_t session_pid(const struct session *sess);
+/* The version its frames carry: the negotiated one, or before HELLO the daemon's own. */
+uint16_t session_version(const struct session *sess);
 uint64_t session_id(const struct session *sess);
 bool session_hello_done(const struct session *sess);
 /* Too many of its device accesses wait for faults: stop reading its requests. */

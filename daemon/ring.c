@@ -305,7 +305,7 @@ static bool ring_poll(struct ring_chan *ch)
 			/* Unframeable, as on the socket: say why, then close. */
 			struct proto_status st = { .status = (int32_t)flen };
 
-			proto_hdr_init(&h, PROTO_VERSION, PROTO_RPY_ERROR, sizeof(h) + sizeof(st),
+			proto_hdr_init(&h, session_version(s), PROTO_RPY_ERROR, sizeof(h) + sizeof(st),
 				       h.id);
 			cq_put(ch, &h, sizeof(h), &st, sizeof(st));
 			v->stats.frames_in++;

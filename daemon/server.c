@@ -241,7 +241,7 @@ void conn_input(struct conn *c)
 			struct proto_status st = { .status = (int32_t)flen };
 
 			memcpy(&h, p, sizeof(h));
-			proto_hdr_init(&h, PROTO_VERSION, PROTO_RPY_ERROR,
+			proto_hdr_init(&h, session_version(c->sess), PROTO_RPY_ERROR,
 				       sizeof(h) + sizeof(st), h.id);
 			evbuffer_add(c->out, &h, sizeof(h));
 			evbuffer_add(c->out, &st, sizeof(st));

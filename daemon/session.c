@@ -1566,6 +1566,11 @@ uint32_t session_max_frame(const struct session *s)
 	return s->max_frame;
 }
 
+uint16_t session_version(const struct session *s)
+{
+	return s && s->plim.version ? s->plim.version : PROTO_VERSION;
+}
+
 pid_t session_pid(const struct session *s)
 {
 	return s->pid;

@@ -456,8 +456,11 @@ static void fz_replies(struct fz_conn *z)
 			struct proto_hello_rpy r;
 
 			/* The reply already speaks the version it announces. */
-			CHECK(h.len == HDR + sizeof(r) && !z->version);
+			CHECK(h.len >= HDR + sizeof(r) && !z->version);
 			memcpy(&r, b, sizeof(r));
+			/* From version 5 the session's token follows (no journal here: not durable). */
+			CHECK(h.len == HDR + sizeof(r) + (r.version >= PROTO_VERSION_RESUME ?
+							   sizeof(struct proto_session) : 0));
 			CHECK(r.version >= PROTO_VERSION_MIN && r.version <= PROTO_VERSION_MAX &&
 			      h.version == r.version);
 			z->version = r.version;
