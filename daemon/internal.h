@@ -328,6 +328,8 @@ int persist_open(struct srv *s, const struct persist_settings *set, int nfds, ch
  * the connections are closed, persist_free. */
 void persist_close(struct srv *s);
 void persist_free(struct srv *s);
+/* The ring poller's shortcut: commit the records its pass produced at once. */
+void persist_poll(struct srv *s);
 /* Restore: replies that differed from what the journal recorded (0 when all is well). */
 uint64_t persist_mismatches(const struct srv *s);
 /* The listening socket the daemon bound itself goes to the fd store too. */

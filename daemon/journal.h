@@ -79,6 +79,9 @@ int journal_read(struct journal *j, int (*fn)(void *arg, const struct jrec_hdr *
 
 /* Append a record; it commits with the current loop iteration. Return: its seq, 0 on ENOMEM. */
 uint64_t journal_append(struct journal *j, uint32_t type, const struct jpart *parts, int nparts);
+/* Commit what is pending now, and take a finished commit's completions (the ring
+ * poller's shortcut: it runs libevent only every few microseconds). */
+void journal_poll(struct journal *j);
 /* The highest seq known durable, and the highest appended. */
 uint64_t journal_durable(const struct journal *j);
 uint64_t journal_last(const struct journal *j);

@@ -1424,6 +1424,12 @@ void persist_free(struct srv *v)
 	v->persist = NULL;
 }
 
+void persist_poll(struct srv *v)
+{
+	if (v->persist && v->persist->j)
+		journal_poll(v->persist->j);
+}
+
 uint64_t persist_mismatches(const struct srv *v)
 {
 	return v->persist ? v->persist->mismatches : 0;

@@ -482,6 +482,8 @@ void srv_run(struct srv *v)
 		/* Parked accesses wait for the fault service: run it now, not a pass later. */
 		if (work)
 			odp_svc_poll(v);
+		/* Replies held for the journal: commit now, not at the next libevent pass. */
+		persist_poll(v);
 		if (work)
 			last_work = now;
 		/*
