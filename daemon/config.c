@@ -287,6 +287,8 @@ static int limits_key(struct parse *p, const char *k, const char *v)
 		{ "max_batch", offsetof(struct limits, max_batch), 1, PROTO_BATCH_MAX },
 		{ "max_fds", offsetof(struct limits, max_fds), 1, 256 },
 		{ "max_odp", offsetof(struct limits, max_odp), 1, 1u << 16 },
+		{ "max_conns", offsetof(struct limits, max_conns), 1, 1u << 20 },
+		{ "max_conns_per_uid", offsetof(struct limits, max_conns_per_uid), 1, 1u << 20 },
 	};
 
 	for (size_t i = 0; i < sizeof(u32keys) / sizeof(u32keys[0]); i++) {
@@ -305,6 +307,16 @@ static int limits_key(struct parse *p, const char *k, const char *v)
 	if (!strcmp(k, "max_mem_bytes")) {
 		if (!parse_size(v, &l->max_mem_bytes) || !l->max_mem_bytes)
 			return BAD(k, v, "a size such as 64G");
+		return 1;
+	}
+	if (!strcmp(k, "max_iova_bytes")) {
+		if (!parse_size(v, &l->max_iova_bytes) || l->max_iova_bytes < 4096)
+			return BAD(k, v, "a size such as 64T");
+		return 1;
+	}
+	if (!strcmp(k, "max_table_bytes")) {
+		if (!parse_size(v, &l->max_table_bytes) || l->max_table_bytes < 65536)
+			return BAD(k, v, "a size from 64K, such as 256M");
 		return 1;
 	}
 	if (!strcmp(k, "max_unsent_bytes")) {
@@ -657,6 +669,10 @@ void config_defaults(struct config *c)
 		.max_odp = 1024,
 		.out_high = 1u << 20,
 		.out_low = 256u << 10,
+		.max_iova_bytes = UINT64_C(64) << 40,
+		.max_table_bytes = UINT64_C(256) << 20,
+		.max_conns = 16384,
+		.max_conns_per_uid = 1024,
 	};
 	c->odp = (struct odp_settings){
 		.sync = ODP_SYNC_BATCH,
@@ -800,9 +816,12 @@ void config_print(const struct config *c, FILE *f)
 		fprintf(f, "%s%u", i ? ", " : " ", (unsigned int)c->gids[i]);
 	fprintf(f, "\n\n[limits]\nmax_mems = %u\nmax_mem_bytes = %" PRIu64 "\nmax_states = %u\n"
 		"max_maps = %u\nmax_links = %u\nmax_inflight = %u\nmax_frame = %u\n"
-		"max_batch = %u\nmax_fds = %u\nmax_odp = %u\nmax_unsent_bytes = %zu\n",
+		"max_batch = %u\nmax_fds = %u\nmax_odp = %u\nmax_unsent_bytes = %zu\n"
+		"max_iova_bytes = %" PRIu64 "\nmax_table_bytes = %" PRIu64 "\nmax_conns = %u\n"
+		"max_conns_per_uid = %u\n",
 		l->max_mems, l->max_mem_bytes, l->max_states, l->max_maps, l->max_links,
-		l->max_inflight, l->max_frame, l->max_batch, l->max_fds, l->max_odp, l->out_high);
+		l->max_inflight, l->max_frame, l->max_batch, l->max_fds, l->max_odp, l->out_high,
+		l->max_iova_bytes, l->max_table_bytes, l->max_conns, l->max_conns_per_uid);
 	fprintf(f, "\n[odp]\nfault_around = %" PRIu64 "K\nsync = %s\nimplicit_size = %" PRIu64
 		"M\nuser_fault_timeout_ms = %u\n", c->odp.window >> 10,
 		c->odp.sync == ODP_SYNC_PER_PAGE ? "per-page" : "batch", c->odp.implicit_size >> 20,

@@ -100,6 +100,10 @@ struct limits {
 	uint32_t max_odp;         /* ODP regions per client */
 	size_t out_high;          /* stop reading above this many unsent reply bytes */
 	size_t out_low;           /* resume below this */
+	uint64_t max_iova_bytes;  /* IOVA reserved per client: states, maps, ODP regions */
+	uint64_t max_table_bytes; /* page tables a client's links and maps made the daemon add */
+	uint32_t max_conns;       /* connections of users other than root and the daemon's */
+	uint32_t max_conns_per_uid;
 };
 
 /* [odp]: the fault service */
@@ -225,6 +229,7 @@ uint64_t now_ns(void);
 struct conn {
 	struct srv *srv;
 	int fd;
+	uid_t uid;                 /* the peer's, at accept */
 	struct session *sess;
 	struct evbuffer *in;       /* bytes received, not yet framed */
 	struct evbuffer *out;      /* replies not yet sent */

@@ -475,6 +475,10 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 		return -EOPNOTSUPP;
 	if (s->nodps >= s->srv->lim.max_odp)
 		return -EDQUOT;
+	/* The IOVA it reserves counts towards max_iova_bytes (an implicit one: its size). */
+	if (iova_over_quota(s, q->flags & PROTO_ODP_IMPLICIT ?
+			       (q->len ? q->len : s->srv->odp.implicit_size) : q->len))
+		return -EDQUOT;
 	pg = page_size_of(e);
 	o = calloc(1, sizeof(*o));
 	if (!o)
@@ -543,6 +547,7 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 	o->access = q->access;
 	s->odps[slot] = o;
 	s->nodps++;
+	s->iova_bytes += o->r.size;
 	rpy.odp = o->handle;
 	rpy.iova = o->r.st.addr;
 	rpy.size = o->r.size;
@@ -1258,6 +1263,7 @@ static void region_release(struct session *s, struct sess_odp *o, bool answer)
 	totals_add(&s->srv->odp_gone, o);
 	s->odps[o->handle - 1] = NULL;
 	s->nodps--;
+	s->iova_bytes -= o->r.size;
 	if (o->e->dom->cfg.flush == DOM_FLUSH_LAZY)
 		devices_fq_arm(&s->srv->devices, o->e->dom_index);
 	free(o);

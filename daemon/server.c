@@ -438,15 +438,15 @@ const struct transport_ops epoll_transport = {
 
 /* ==== accepting ============================================================= */
 
-static void deny(struct srv *s, int fd, const struct ucred *cr)
+static void deny(struct srv *s, int fd, const struct ucred *cr, int status, const char *why)
 {
 	struct proto_hdr h;
-	struct proto_status st = { .status = -EACCES };
+	struct proto_status st = { .status = status };
 	uint8_t buf[sizeof(h) + sizeof(st)];
 
 	s->stats.denied++;
-	log_warn("refused pid %d uid %u gid %u: not allowed by the access policy", (int)cr->pid,
-		 (unsigned int)cr->uid, (unsigned int)cr->gid);
+	log_warn("refused pid %d uid %u gid %u: %s", (int)cr->pid, (unsigned int)cr->uid,
+		 (unsigned int)cr->gid, why);
 	proto_hdr_init(&h, PROTO_VERSION, PROTO_RPY_ERROR, sizeof(buf), 0);
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), &st, sizeof(st));
@@ -470,8 +470,32 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		return;
 	}
 	if (!peer_allowed(&s->pol, fd, &cr)) {
-		deny(s, fd, &cr);
+		deny(s, fd, &cr, -EACCES, "not allowed by the access policy");
 		return;
+	}
+	/*
+	 * Every connection costs the daemon a descriptor and its buffers (about
+	 * 70 KiB on io_uring): users other than root and the daemon's own are
+	 * held to max_conns_per_uid each and max_conns together, so that the
+	 * administrators (iovadctl) always get in.
+	 */
+	if (cr.uid != 0 && cr.uid != s->pol.self_uid) {
+		uint32_t all = 0, mine = 0;
+
+		for (struct conn *o = s->conns; o; o = o->next) {
+			if (o->uid == 0 || o->uid == s->pol.self_uid)
+				continue;
+			all++;
+			mine += o->uid == cr.uid;
+		}
+		if (mine >= s->lim.max_conns_per_uid) {
+			deny(s, fd, &cr, -EDQUOT, "max_conns_per_uid connections of this user");
+			return;
+		}
+		if (all >= s->lim.max_conns) {
+			deny(s, fd, &cr, -EDQUOT, "max_conns connections of unprivileged users");
+			return;
+		}
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -480,6 +504,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	c->srv = s;
 	c->fd = fd;
+	c->uid = cr.uid;
 	c->in = evbuffer_new();
 	c->resume = event_new(s->base, -1, 0, conn_resume_cb, c);
 	c->sess = c->in && c->resume ? session_new(s, c, cr.pid, cr.uid, cr.gid) : NULL;

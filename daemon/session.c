@@ -461,6 +461,44 @@ static uint64_t granule_mask(const struct dev_entry *e)
 	return e->dom->granule - 1;
 }
 
+/*
+ * Quotas on what a client makes the domain engine hold for it, beyond the
+ * objects counted above: the IOVA it reserves (the aperture of a domain is
+ * shared by every client of its devices: one client could reserve all of
+ * it with a few huge states) and the page tables its links and maps add
+ * (a 4 KiB page linked at a thousand scattered IOVAs costs a thousand
+ * tables). Tables are shared within a domain, so they are charged by what
+ * each call added and credited by what each call freed, never below 0.
+ */
+bool iova_over_quota(const struct session *s, uint64_t size)
+{
+	uint64_t max = s->srv->lim.max_iova_bytes;
+
+	return size > max || s->iova_bytes > max - size;
+}
+
+static uint64_t tables_of(const struct dev_entry *e)
+{
+	return e->dom->cfg.type == DOM_IDENTITY ? 0 : e->dom->pt.stats.table_bytes;
+}
+
+static void tables_charge(struct session *s, uint64_t before, uint64_t after)
+{
+	uint64_t d;
+
+	if (after >= before) {
+		s->table_bytes += after - before;
+		return;
+	}
+	d = before - after;
+	s->table_bytes -= d < s->table_bytes ? d : s->table_bytes;
+}
+
+static bool tables_over_quota(const struct session *s)
+{
+	return s->table_bytes >= s->srv->lim.max_table_bytes;
+}
+
 static struct sess_state *state_find(struct session *s, const struct dev_entry *e, uint64_t addr)
 {
 	struct sess_state *st = s->last;
@@ -489,7 +527,7 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 		return -EOPNOTSUPP;
 	if (!a->size || (a->size & DMA_IOVA_USE_SWIOTLB))
 		return -EINVAL;
-	if (s->states.n >= s->srv->lim.max_states)
+	if (s->states.n >= s->srv->lim.max_states || iova_over_quota(s, a->size))
 		return -EDQUOT;
 	if (s->rp && s->rp->len >= sizeof(rpy)) {
 		memcpy(&rpy, s->rp->body, sizeof(rpy));
@@ -512,6 +550,7 @@ static int handle_iova_alloc(struct session *s, const struct proto_req *req)
 	ss->base = st.addr - pad;
 	ss->span = (a->size + pad + granule_mask(e)) & ~granule_mask(e);
 	ss->st = st;
+	s->iova_bytes += ss->span;
 	rpy.addr = st.addr;
 	rpy.size = st.__size;
 	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
@@ -861,6 +900,7 @@ static void link_rec_forget(struct session *s, struct sess_state *ss, uint64_t l
 
 static void state_remove(struct session *s, struct sess_state *ss)
 {
+	s->iova_bytes -= ss->span;
 	link_rec_trim(s, ss, 0, UINT64_MAX);
 	free(ss->links);
 	free(ss->mrs.v);
@@ -885,6 +925,7 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
 	struct sess_mem *m;
+	uint64_t before;
 	int r;
 
 	if (!ss)
@@ -892,16 +933,21 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 	m = mem_of_range(s, op->phys, op->size);
 	if (!m)
 		return -EFAULT;
-	if (s->nlinks >= s->srv->lim.max_links)
+	if (s->nlinks >= s->srv->lim.max_links || tables_over_quota(s))
 		return -EDQUOT;
+	before = tables_of(e);
 	r = dma_iova_link(e->dev, &ss->st, op->phys, op->offset, op->size, op->dir, op->attrs);
-	if (r)
+	if (r) {
+		tables_charge(s, before, tables_of(e));
 		return r;
+	}
 	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m, (uint8_t)op->dir,
 			 pack_attrs(op->attrs))) {
 		(void)dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
+		tables_charge(s, before, tables_of(e));
 		return -ENOMEM;
 	}
+	tables_charge(s, before, tables_of(e));
 	*value = ss->st.__size;
 	return 0;
 }
@@ -909,12 +955,14 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 static int op_unlink(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
-	uint64_t lo, hi;
+	uint64_t lo, hi, before;
 	int r;
 
 	if (!ss)
 		return -ENOENT;
+	before = tables_of(e);
 	r = dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
+	tables_charge(s, before, tables_of(e));
 	if (r && r != -ENOENT)
 		return r;
 	unlink_window(e, ss, op->offset, op->size, &lo, &hi);
@@ -926,12 +974,14 @@ static int op_destroy(struct session *s, struct dev_entry *e, const struct proto
 		      uint64_t *value)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
-	uint64_t lo, hi;
+	uint64_t lo, hi, before;
 	int r;
 
 	if (!ss)
 		return -ENOENT;
+	before = tables_of(e);
 	r = dma_iova_destroy(e->dev, &ss->st, op->size, op->dir, op->attrs);
+	tables_charge(s, before, tables_of(e));
 	if (!dma_use_iova(&ss->st)) {
 		/* The engine freed the IOVA (with or without holes): the state is gone. */
 		state_remove(s, ss);
@@ -982,23 +1032,29 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 {
 	struct sess_mem *m = mem_of_range(s, op->phys, op->size);
 	struct sess_map *mp;
-	uint64_t dma, base, mask;
+	uint64_t dma, base, mask, before;
 	int r;
 
 	if (!m)
 		return -EFAULT;
-	if (s->maps.n >= s->srv->lim.max_maps)
+	if (s->maps.n >= s->srv->lim.max_maps || tables_over_quota(s))
+		return -EDQUOT;
+	mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
+	/* The IOVA a map takes: its bytes rounded out to granules (and one for the offset). */
+	if (mask && iova_over_quota(s, op->size + 2 * mask))
 		return -EDQUOT;
 	/* rxe: swiotlb bounce slots are not registered, so an untrusted device maps nothing. */
 	if (e->rxe && (e->flags & PROTO_DEV_UNTRUSTED))
 		return -EOPNOTSUPP;
 	if (s->rp && e->dom->cfg.type != DOM_IDENTITY)
 		e->dom->want_iova = *value & ~granule_mask(e);
+	before = tables_of(e);
 	r = dma_map_phys(e->dev, op->phys, op->size, op->dir, op->attrs, &dma);
 	e->dom->want_iova = 0;
-	if (r)
+	if (r) {
+		tables_charge(s, before, tables_of(e));
 		return r;
-	mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
+	}
 	base = dma & ~mask;
 	/* On an identity domain two maps may share a base: key them by dma then. */
 	if (!mask)
@@ -1006,6 +1062,7 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	if (svec_find(&s->maps, e->dom_index, base) || !(mp = svec_insert(&s->maps, e->dom_index,
 									      base))) {
 		(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
+		tables_charge(s, before, tables_of(e));
 		return mask ? -ENOMEM : -EEXIST;
 	}
 	mp->dom = e->dom_index;
@@ -1035,9 +1092,13 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 				 strerror(-r));
 			svec_remove(&s->maps, mp);
 			(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
+			tables_charge(s, before, tables_of(e));
 			return r;
 		}
 	}
+	tables_charge(s, before, tables_of(e));
+	if (mask)
+		s->iova_bytes += mp->span;
 	m->pins++;
 	*value = dma;
 	return 0;
@@ -1045,15 +1106,19 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 
 static int op_unmap(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
-	uint64_t mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
+	uint64_t mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e), before;
 	struct sess_map *mp = svec_find(&s->maps, e->dom_index, mask ? op->iova & ~mask : op->iova);
 	int r;
 
 	if (!mp || mp->dma != op->iova || mp->size != op->size)
 		return -ENOENT;
+	before = tables_of(e);
 	r = dma_unmap_phys(e->dev, op->iova, op->size, op->dir, op->attrs);
+	tables_charge(s, before, tables_of(e));
 	if (r)
 		return r;
+	if (mask)
+		s->iova_bytes -= mp->span;
 	rxe_mr_dereg(mp->mr);
 	mem_unpin(s, mp->mem);
 	svec_remove(&s->maps, mp);

@@ -119,6 +119,8 @@ struct session {
 	struct svec states;         /* struct sess_state */
 	struct svec maps;           /* struct sess_map */
 	uint32_t nlinks;            /* link records over all states */
+	uint64_t iova_bytes;        /* IOVA its states, mappings and ODP regions hold */
+	uint64_t table_bytes;       /* page tables its links and maps added (max_table_bytes) */
 	uint64_t requests;
 	uint32_t pinned_orphans;    /* freed by the client, still pinned */
 	struct sess_state *last;    /* last state found; batches hit one state in a row */
@@ -190,6 +192,9 @@ void svec_remove(struct svec *s, void *e);
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base);
 void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
 		      size_t span_off);
+
+/* Would size more bytes of IOVA take the client over max_iova_bytes? */
+bool iova_over_quota(const struct session *s, uint64_t size);
 
 /* Room for one more MR (call before registering it). Return: 0, -ENOMEM. */
 int mr_set_reserve(struct mr_set *set);
