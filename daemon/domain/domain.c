@@ -615,6 +615,36 @@ out:
 	return r;
 }
 
+int dma_iova_link_run(struct dom_device *dev, struct dma_iova_state *state, uint64_t phys,
+		      uint64_t offset, uint64_t size, enum dma_data_direction dir,
+		      unsigned long attrs, uint32_t nr)
+{
+	struct dom_domain *d = dev->dom;
+	unsigned int prot;
+	int r;
+
+	if (!nr || ((phys | offset | size) & gmask(d)))
+		return -EINVAL;
+	r = check_state_range(dev, state, offset, size);
+	if (!r)
+		r = check_dir_attrs(dir, attrs);
+	if (r)
+		return r;
+	if ((attrs & DMA_ATTR_REQUIRE_COHERENT) && !dev->coherent)
+		return -EOPNOTSUPP;
+	/* Aligned: no start pad and, on an untrusted device, nothing to bounce (link_range). */
+	prot = dir_to_prot(dev, dir, attrs) | PGTBL_NO_BLOCKS;
+	if (d->cfg.visibility == DOM_VISIBLE_ON_SYNC)
+		prot |= PGTBL_PENDING;
+	r = pgtbl_map(&d->pt, state->addr + offset, phys, size, prot);
+	if (r)
+		return r;
+	if (needs_cpu_sync(dev, attrs))
+		d->stats.cpu_cache_syncs += nr;
+	d->stats.links += nr;
+	return 0;
+}
+
 int dma_iova_sync(struct dom_device *dev, struct dma_iova_state *state, uint64_t offset,
 		  uint64_t size)
 {

@@ -264,6 +264,25 @@ int dma_iova_link(struct dom_device *dev, struct dma_iova_state *state, uint64_t
 		  unsigned long attrs);
 
 /*
+ * dma_iova_link_run - nr dma_iova_link() calls, merged by the caller, of
+ * granule-aligned pieces that follow each other in phys and in offset and
+ * together make [phys, phys + size) at offset, with one direction and one
+ * set of attrs: the block layer's merge of contiguous segments, done by
+ * iovad for the LINK operations of a batch. The result is the one the nr
+ * calls give when they all succeed: the same leaves (granule leaves only,
+ * never a block the pieces would not have made, so the caller keeps every
+ * piece shorter than the smallest block), the same counters (links and
+ * cpu_cache_syncs count nr). On error nothing is mapped and no counter
+ * moves: the caller makes the nr calls one by one to learn which fails.
+ * Return: 0; -EINVAL (nr 0, phys, offset or size not granule-aligned, or any
+ * error dma_iova_link() would give the whole range: the caller's fallback
+ * sorts it out); -EOPNOTSUPP; -ENOMEM; -EEXIST.
+ */
+int dma_iova_link_run(struct dom_device *dev, struct dma_iova_state *state, uint64_t phys,
+		      uint64_t offset, uint64_t size, enum dma_data_direction dir,
+		      unsigned long attrs, uint32_t nr);
+
+/*
  * dma_iova_sync - make what was linked in [offset, offset + size) visible
  * (one IOTLB "sync map" flush, or none inside a batch). Return: 0, -EINVAL.
  */

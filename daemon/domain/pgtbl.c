@@ -467,10 +467,8 @@ void pgtbl_fini(struct pgtbl *pt)
  * Largest supported leaf size that fits len and to which iova and phys are
  * both aligned (the kernel's iommu_pgsize()). Returns its shift.
  */
-static inline unsigned int pick_shift(const struct pgtbl *pt, uint64_t iova, uint64_t phys,
-				      uint64_t len)
+static inline unsigned int pick_shift(uint64_t sizes, uint64_t iova, uint64_t phys, uint64_t len)
 {
-	uint64_t sizes = pt->pgsize_bitmap;
 	uint64_t merge = iova | phys;
 
 	/* Sizes <= len (unsigned wrap-around makes top == 63 mean "all"). */
@@ -519,17 +517,18 @@ int pgtbl_map(struct pgtbl *pt, uint64_t iova, uint64_t phys, uint64_t size, uns
 	const unsigned int last = pt->levels - 1;
 	const uint64_t start = iova;
 	struct pgtbl_stats saved;
-	uint64_t end, flags, removed = 0;
+	uint64_t end, flags, sizes, removed = 0;
 	int ret;
 
 	if (!range_ok(pt, iova, size) || (phys & low_mask(pt)))
 		return -EINVAL;
 	end = iova + size;
 	flags = ((uint64_t)(prot & PTE_PROT_BITS) << PTE_PROT_SHIFT) | PTE_VALID;
+	sizes = prot & PGTBL_NO_BLOCKS ? UINT64_C(1) << pt->cfg.granule_shift : pt->pgsize_bitmap;
 	saved = pt->stats;
 
 	while (iova < end) {
-		unsigned int shift = pick_shift(pt, iova, phys, end - iova);
+		unsigned int shift = pick_shift(sizes, iova, phys, end - iova);
 		unsigned int lvl = last - (shift - pt->cfg.granule_shift) / pt->bits_per_level;
 		uint64_t *tbl = pt->root, *parent = NULL;
 		size_t i, n;

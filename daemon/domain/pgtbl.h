@@ -41,6 +41,8 @@ enum {
 	PGTBL_CACHE   = 1u << 3, /* coherent (snooped) access */
 	PGTBL_PENDING = 1u << 4, /* linked, not yet made visible */
 	PGTBL_PROT_MASK = PGTBL_READ | PGTBL_WRITE | PGTBL_MMIO | PGTBL_CACHE,
+	/* pgtbl_map() only, not stored: granule leaves only, never a block */
+	PGTBL_NO_BLOCKS = 1u << 5,
 };
 
 struct pgtbl_cfg {
@@ -110,7 +112,8 @@ void pgtbl_fini(struct pgtbl *pt);
  * pgtbl_map - map [iova, iova + size) to [phys, phys + size) with prot
  * (PGTBL_PROT_MASK bits, plus PGTBL_PENDING to leave the leaves unpublished).
  * Uses the largest supported leaf whose size fits the remaining length and
- * to which both iova and phys are aligned.
+ * to which both iova and phys are aligned (with PGTBL_NO_BLOCKS in prot:
+ * granule leaves only, as granule-sized calls one by one would).
  * All or nothing: on error nothing has changed.
  * Return: 0; -EINVAL if iova, phys or size is not granule-aligned, size is 0,
  * or the range leaves the IAS; -EEXIST if any granule of the range is mapped;

@@ -795,3 +795,155 @@ Test(swiotlb_link, map_phys_bounces_whole_unaligned_buffer)
 	cr_assert_eq(dma_map_phys(u.dev, u.mem->phys + 0x100, 0x10, DMA_TO_DEVICE,
 				  DMA_ATTR_MMIO, &dma), -EPERM);
 }
+
+/* ---- dma_iova_link_run: merged LINKs, the same as the LINKs one by one -- */
+
+static struct fx m1, m2; /* m1: the run merged; m2: the same pieces one by one */
+
+static void setup_run(void)
+{
+	/* visibility = link: the leaves are published at once, and can be compared. */
+	fx_setup(&m1, (struct dom_config){ .visibility = DOM_VISIBLE_ON_LINK },
+		 (struct dom_device_config){ 0 }, 4 * SZ_2M);
+	fx_setup(&m2, (struct dom_config){ .visibility = DOM_VISIBLE_ON_LINK },
+		 (struct dom_device_config){ 0 }, 4 * SZ_2M);
+}
+
+static void teardown_run(void)
+{
+	fx_teardown(&m1);
+	fx_teardown(&m2);
+}
+
+TestSuite(link_run, .init = setup_run, .fini = teardown_run);
+
+/* Both fixtures: the same leaf (or hole) at every granule of [addr, addr + len). */
+static void same_leaves(uint64_t a1, uint64_t a2, uint64_t len)
+{
+	for (uint64_t off = 0; off < len; off += SZ_4K) {
+		struct pgtbl_leaf l1, l2;
+		int r1 = pgtbl_lookup(&m1.dom->pt, a1 + off, &l1);
+		int r2 = pgtbl_lookup(&m2.dom->pt, a2 + off, &l2);
+
+		cr_assert_eq(r1, r2, "granule %#lx: %d vs %d", (unsigned long)off, r1, r2);
+		if (r1)
+			continue;
+		cr_assert_eq(l1.phys - m1.mem->phys, l2.phys - m2.mem->phys);
+		cr_assert_eq(l1.size, l2.size, "granule %#lx: leaf %#lx vs %#lx",
+			     (unsigned long)off, (unsigned long)l1.size, (unsigned long)l2.size);
+		cr_assert_eq(l1.prot, l2.prot);
+	}
+}
+
+static void same_counters(void)
+{
+	struct dom_stats a = fx_stats(&m1), b = fx_stats(&m2);
+
+	cr_assert_eq(a.links, b.links);
+	cr_assert_eq(a.link_errors, b.link_errors);
+	cr_assert_eq(a.cpu_cache_syncs, b.cpu_cache_syncs);
+	cr_assert_eq(a.mapped_bytes, b.mapped_bytes);
+	cr_assert_eq(m1.dom->pt.stats.table_bytes, m2.dom->pt.stats.table_bytes);
+}
+
+Test(link_run, a_2m_aligned_run_of_pages_makes_4k_leaves_and_counts_each_link)
+{
+	struct dma_iova_state s1, s2;
+	const uint32_t n = 512; /* exactly one 2 MiB block, which the pieces never make */
+
+	cr_assert(dma_iova_try_alloc(m1.dev, &s1, 0, SZ_2M));
+	cr_assert(dma_iova_try_alloc(m2.dev, &s2, 0, SZ_2M));
+	cr_assert_eq(s1.addr & (SZ_2M - 1), 0, "2 MiB aligned: a block would fit");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &s1, m1.mem->phys, 0, SZ_2M, DMA_BIDIRECTIONAL, 0,
+				       n), 0);
+	for (uint32_t i = 0; i < n; i++)
+		cr_assert_eq(dma_iova_link(m2.dev, &s2, m2.mem->phys + i * SZ_4K, i * SZ_4K, SZ_4K,
+					   DMA_BIDIRECTIONAL, 0), 0);
+	cr_assert_eq(fx_stats(&m1).links, n);
+	same_counters();
+	same_leaves(s1.addr, s2.addr, SZ_2M);
+	cr_assert_eq(m1.dom->pt.stats.block_maps, 0);
+	/* The device reads the pages' bytes. */
+	{
+		uint8_t buf[64];
+
+		cr_assert_eq(dom_dev_dma_read(m1.dev, s1.addr + 77 * SZ_4K + 5, buf, sizeof(buf),
+					      NULL), 0);
+		for (size_t i = 0; i < sizeof(buf); i++)
+			cr_assert_eq(buf[i], fx_byte(0x11, 77 * SZ_4K + 5 + i));
+	}
+	/* One page out of the middle, as after LINKs one by one. */
+	cr_assert_eq(dma_iova_unlink(m1.dev, &s1, 100 * SZ_4K, SZ_4K, DMA_BIDIRECTIONAL, 0), 0);
+	cr_assert_eq(dma_iova_unlink(m2.dev, &s2, 100 * SZ_4K, SZ_4K, DMA_BIDIRECTIONAL, 0), 0);
+	same_leaves(s1.addr, s2.addr, SZ_2M);
+	cr_assert_eq(m1.dom->pt.stats.block_splits, 0);
+}
+
+Test(link_run, a_run_over_a_linked_page_fails_whole_and_changes_nothing)
+{
+	struct dma_iova_state st;
+	struct dom_stats before;
+	struct pgtbl_leaf leaf;
+
+	cr_assert(dma_iova_try_alloc(m1.dev, &st, 0, 16 * SZ_4K));
+	cr_assert_eq(dma_iova_link(m1.dev, &st, m1.mem->phys + 9 * SZ_4K, 9 * SZ_4K, SZ_4K,
+				   DMA_TO_DEVICE, 0), 0);
+	before = fx_stats(&m1);
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys, 0, 16 * SZ_4K, DMA_TO_DEVICE,
+				       0, 16), -EEXIST);
+	cr_assert_eq(fx_stats(&m1).links, before.links, "no counter moves");
+	cr_assert_eq(fx_stats(&m1).link_errors, before.link_errors);
+	cr_assert_eq(fx_stats(&m1).mapped_bytes, before.mapped_bytes);
+	for (uint64_t i = 0; i < 16; i++)
+		cr_assert_eq(pgtbl_lookup(&m1.dom->pt, st.addr + i * SZ_4K, &leaf),
+			     i == 9 ? 0 : -ENOENT, "page %lu", (unsigned long)i);
+}
+
+Test(link_run, refuses_what_it_cannot_merge)
+{
+	struct dma_iova_state st, none = { 0 };
+	struct dom_stats before;
+
+	cr_assert(dma_iova_try_alloc(m1.dev, &st, 0, 8 * SZ_4K));
+	before = fx_stats(&m1);
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys, 0, 8 * SZ_4K, DMA_TO_DEVICE,
+				       0, 0), -EINVAL, "nr 0");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys + 0x10, 0, 2 * SZ_4K,
+				       DMA_TO_DEVICE, 0, 2), -EINVAL, "phys not aligned");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys, 0, 2 * SZ_4K - 8,
+				       DMA_TO_DEVICE, 0, 2), -EINVAL, "size not aligned");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys, 4 * SZ_4K, 8 * SZ_4K,
+				       DMA_TO_DEVICE, 0, 8), -EINVAL, "beyond the state");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &none, m1.mem->phys, 0, 2 * SZ_4K, DMA_TO_DEVICE,
+				       0, 2), -EINVAL, "no state");
+	cr_assert_eq(dma_iova_link_run(m1.dev, &st, m1.mem->phys, 0, 2 * SZ_4K, 7, 0, 2),
+		     -EINVAL, "bad direction");
+	cr_assert_eq(fx_stats(&m1).links, before.links);
+	cr_assert_eq(fx_stats(&m1).link_errors, before.link_errors, "the caller's fallback counts");
+	cr_assert_eq(fx_stats(&m1).mapped_bytes, 0);
+}
+
+Test(link_run, counts_cache_maintenance_per_link_on_a_non_coherent_device)
+{
+	struct dma_iova_state s1, s2;
+
+	fx_teardown(&m1);
+	fx_teardown(&m2);
+	fx_setup(&m1, (struct dom_config){ 0 }, (struct dom_device_config){ .non_coherent = true },
+		 SZ_2M);
+	fx_setup(&m2, (struct dom_config){ 0 }, (struct dom_device_config){ .non_coherent = true },
+		 SZ_2M);
+	cr_assert(dma_iova_try_alloc(m1.dev, &s1, 0, 8 * SZ_4K));
+	cr_assert(dma_iova_try_alloc(m2.dev, &s2, 0, 8 * SZ_4K));
+	cr_assert_eq(dma_iova_link_run(m1.dev, &s1, m1.mem->phys, 0, 8 * SZ_4K, DMA_TO_DEVICE,
+				       0, 4), 0, "4 pieces of 2 pages");
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(dma_iova_link(m2.dev, &s2, m2.mem->phys + i * 2 * SZ_4K,
+					   i * 2 * SZ_4K, 2 * SZ_4K, DMA_TO_DEVICE, 0), 0);
+	cr_assert_eq(fx_stats(&m1).cpu_cache_syncs, 4);
+	same_counters();
+	/* Published at sync, as links are. */
+	cr_assert_eq(dma_iova_sync(m1.dev, &s1, 0, 8 * SZ_4K), 0);
+	cr_assert_eq(dma_iova_sync(m2.dev, &s2, 0, 8 * SZ_4K), 0);
+	same_leaves(s1.addr, s2.addr, 8 * SZ_4K);
+}
