@@ -420,6 +420,10 @@ static int domain_key(struct parse *p, struct cfg_domain *d, const char *k, cons
 	} else if (!strcmp(k, "max_table_bytes")) {
 		if (!parse_size(v, &dc->max_table_bytes))
 			return BAD(k, v, "a size (0: no cap)");
+	} else if (!strcmp(k, "merge_links")) {
+		if (!parse_bool(v, &b))
+			return BAD(k, v, "yes or no");
+		d->no_merge_links = !b;
 	} else {
 		return fail(p, -EINVAL, "unknown key '%s' in [domain %s]", k, d->name);
 	}
@@ -843,7 +847,7 @@ void config_print(const struct config *c, FILE *f)
 		fprintf(f, "granule = %uK\nflush = %s\nvisibility = %s\naperture_start = %#" PRIx64
 			"\naperture_end = %#" PRIx64 "\nfrom_device_rw = %s\nblocks = %s\n"
 			"iotlb_entries = %u\nfq_timeout_ms = %" PRIu64 "\nswiotlb = %" PRIu64 "K\n"
-			"max_table_bytes = %" PRIu64 "\n",
+			"max_table_bytes = %" PRIu64 "\nmerge_links = %s\n",
 			(1u << (d->granule_shift ? d->granule_shift : 12)) >> 10,
 			d->flush == DOM_FLUSH_LAZY ? "lazy" : "strict",
 			d->visibility == DOM_VISIBLE_ON_LINK ? "link" : "sync", d->aperture_start,
@@ -852,7 +856,7 @@ void config_print(const struct config *c, FILE *f)
 			d->iotlb_entries ? d->iotlb_entries : IOTLB_DEFAULT_ENTRIES,
 			(d->fq_timeout_ns ? d->fq_timeout_ns : DOM_FQ_TIMEOUT_NS) / 1000000u,
 			(d->swiotlb_bytes ? d->swiotlb_bytes : DOM_DEFAULT_SWIOTLB_BYTES) >> 10,
-			d->max_table_bytes);
+			d->max_table_bytes, yn(!c->doms[i].no_merge_links));
 	}
 	for (unsigned int i = 0; i < c->ndevs; i++) {
 		const struct cfg_device *d = &c->devs[i];

@@ -29,6 +29,7 @@
 struct cfg_domain {
 	char name[CFG_NAME_MAX];
 	struct dom_config dom;
+	bool no_merge_links;  /* merge_links = no: every LINK op is its own engine call */
 	unsigned int line;
 };
 

@@ -146,6 +146,7 @@ int devices_init(struct dev_table *t, struct event_base *base, const struct conf
 		e->index = i;
 		e->dom_index = d;
 		e->dom = t->doms[d];
+		e->merge_links = !cfg->doms[d].no_merge_links;
 		e->flags = flags_of(&cfg->doms[d].dom, cv);
 		if (cv->backend == DEV_BACKEND_RXE) {
 			char why[256];

@@ -13,7 +13,7 @@
  *                            so a run is reproducible
  *   alloc=nth:30,uring_submit=every:5
  *
- * Sites: alloc, uring_submit, journal_write, journal_sync. Each site may be
+ * Sites: alloc, uring_submit, journal_write, journal_sync, link_run. Each site may be
  * named once. IOVAD_FAILPOINTS_LOG=1 writes every injected failure to stderr
  * (site and hit number); =2 adds a backtrace of the failing call.
  *
@@ -64,6 +64,7 @@ static const char *const site_names[FP__MAX] = {
 	[FP_URING_SUBMIT] = "uring_submit",
 	[FP_JOURNAL_WRITE] = "journal_write",
 	[FP_JOURNAL_SYNC] = "journal_sync",
+	[FP_LINK_RUN] = "link_run",
 };
 
 static struct fp_rule rules[FP__MAX];
@@ -270,7 +271,7 @@ static int parse_spec(const char *spec, struct fp_rule *out)
 				site = i;
 		if (site < 0) {
 			fprintf(stderr, "iovad: IOVAD_FAILPOINTS: unknown site '%s' (sites: alloc, "
-				"uring_submit, journal_write, journal_sync)\n", item);
+				"uring_submit, journal_write, journal_sync, link_run)\n", item);
 			return -EINVAL;
 		}
 		if (out[site].mode != FP_OFF) {

@@ -17,6 +17,7 @@ enum fp_site {
 	FP_URING_SUBMIT,   /* io_uring_submit of the socket transport */
 	FP_JOURNAL_WRITE,  /* the journal's write of a commit */
 	FP_JOURNAL_SYNC,   /* the journal's fdatasync of a commit */
+	FP_LINK_RUN,       /* a merged run of LINKs: the merged call fails, they go one by one */
 	FP__MAX,
 };
 

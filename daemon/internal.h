@@ -62,6 +62,7 @@ struct dev_entry {
 	struct dom_device *dev;
 	struct dom_domain *dom;
 	struct rxe_dev *rxe;     /* backend = rxe: DMA is RDMA through it; NULL: the engine's */
+	bool merge_links;        /* [domain] merge_links: contiguous LINKs of a batch, one call */
 };
 
 struct dev_table {

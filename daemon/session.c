@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "failpoint.h"
 #include "internal.h"
 #include "rxe.h"
 #include "session.h"
@@ -588,8 +589,8 @@ static uint32_t link_first_after(const struct sess_state *ss, uint64_t off)
 	return lo;
 }
 
-static int link_rec_insert(struct session *s, struct sess_state *ss, uint32_t at,
-			   const struct link_rec *rec)
+/* Room for one more record, so that the next link_rec_add() cannot fail. */
+static int link_rec_reserve(struct sess_state *ss)
 {
 	if (ss->nlinks == ss->cap) {
 		uint32_t cap = ss->cap ? ss->cap * 2 : 4;
@@ -600,6 +601,14 @@ static int link_rec_insert(struct session *s, struct sess_state *ss, uint32_t at
 		ss->links = n;
 		ss->cap = cap;
 	}
+	return 0;
+}
+
+static int link_rec_insert(struct session *s, struct sess_state *ss, uint32_t at,
+			   const struct link_rec *rec)
+{
+	if (link_rec_reserve(ss))
+		return -ENOMEM;
 	memmove(&ss->links[at + 1], &ss->links[at], (ss->nlinks - at) * sizeof(*ss->links));
 	ss->links[at] = *rec;
 	ss->nlinks++;
@@ -952,6 +961,85 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 	return 0;
 }
 
+/*
+ * Merging the LINK operations of a batch. A client that links a buffer
+ * page by page (a scatter list, ODP-style) sends LINKs that follow each
+ * other in phys and in offset; the block layer merges such segments before
+ * it calls dma_iova_link(), and so does iovad: the run from op i on becomes
+ * one dma_iova_link_run() and one link record, with the result every one of
+ * its LINKs would have had. Only when nothing can differ from the calls one
+ * by one: same device, state, direction and attrs; granule-aligned pieces
+ * shorter than the smallest block (so the same leaves); inside one memory
+ * object; a sim state (on rxe each link is a record of its own, an MR at
+ * sync); and far enough from max_links and max_table_bytes that no LINK of
+ * the run could have met them. If the merged call fails, the caller does
+ * the LINKs one by one, and each gets its own answer. [domain] merge_links =
+ * no turns it off. Return: the LINKs done (0: none, do the *span LINKs of
+ * the run one by one).
+ */
+#define LINK_RUN_MIN 2
+
+static uint32_t link_run(struct session *s, struct dev_entry *e, const struct proto_req *req,
+			 uint32_t i, const struct proto_op *op, struct proto_op_result *res,
+			 uint32_t *span)
+{
+	const uint64_t gmask = granule_mask(e);
+	const unsigned int gshift = (unsigned int)__builtin_ctzll(e->dom->granule);
+	/* Pieces of a block's size or more could have made blocks: not merged. */
+	const uint64_t piece_max = e->dom->pt.cfg.blocks ? (UINT64_C(1) << (gshift + 9)) - 1 :
+							    UINT64_MAX;
+	uint64_t off = op->offset, phys = op->phys, size = op->size, before, bound, tbl;
+	uint32_t n = req->u.batch.count, k = 1;
+	struct sess_state *ss;
+	struct sess_mem *m;
+	int r;
+
+	*span = 1;
+	if (!op->size || op->size > piece_max || ((op->phys | op->offset | op->size) & gmask))
+		return 0;
+	for (; i + k < n; k++) {
+		struct proto_op nx;
+
+		proto_op_get(req, i + k, &nx);
+		if (nx.opcode != PROTO_OP_LINK || nx.dev != op->dev || nx.iova != op->iova ||
+		    nx.dir != op->dir || nx.attrs != op->attrs || !nx.size || nx.size > piece_max ||
+		    ((nx.phys | nx.size) & gmask) || nx.offset != off + size ||
+		    nx.phys != phys + size || size + nx.size < size)
+			break;
+		size += nx.size;
+	}
+	*span = k;
+	if (k < LINK_RUN_MIN || off + size < off || phys + size < phys)
+		return 0;
+	ss = state_find(s, e, op->iova);
+	if (!ss || state_rxe(s, ss))
+		return 0;
+	m = mem_of_range(s, phys, size);
+	/* One by one, every LINK checks max_links first; at most the first adds a record. */
+	if (!m || s->nlinks + 1 >= s->srv->lim.max_links)
+		return 0;
+	/* The tables the run may add, at most: every level's, over its span and one more. */
+	tbl = e->dom->granule;
+	bound = ((size >> (gshift + 9)) + 2) * e->dom->pt.levels * tbl;
+	if (s->table_bytes >= s->srv->lim.max_table_bytes ||
+	    bound >= s->srv->lim.max_table_bytes - s->table_bytes)
+		return 0;
+	if (link_rec_reserve(ss))
+		return 0;
+	if (fp_hit(FP_LINK_RUN))
+		return 0;
+	before = tables_of(e);
+	r = dma_iova_link_run(e->dev, &ss->st, phys, off, size, op->dir, op->attrs, k);
+	tables_charge(s, before, tables_of(e));
+	if (r)
+		return 0;
+	/* Cannot fail: there is room for a record. */
+	(void)link_rec_add(s, ss, off, size, phys, m, (uint8_t)op->dir, pack_attrs(op->attrs));
+	for (uint32_t j = 0; j < k; j++)
+		res[i + j] = (struct proto_op_result){ .status = 0, .value = ss->st.__size };
+	return k;
+}
+
 static int op_unlink(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
@@ -1129,7 +1217,7 @@ static int op_unmap(struct session *s, struct dev_entry *e, const struct proto_o
 
 static int handle_batch(struct session *s, const struct proto_req *req)
 {
-	uint32_t n = req->u.batch.count, touched = 0, flushes = 0;
+	uint32_t n = req->u.batch.count, touched = 0, flushes = 0, one_by_one = 0;
 	struct proto_batch_rpy rpy = { 0 };
 	struct proto_op_result *res;
 	struct dev_table *t = &s->srv->devices;
@@ -1162,6 +1250,16 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 		if (e->dom_index < 32 && !(touched & (1u << e->dom_index))) {
 			touched |= 1u << e->dom_index;
 			dom_batch_begin(e->dom);
+		}
+		if (op.opcode == PROTO_OP_LINK && i >= one_by_one && e->merge_links) {
+			uint32_t span, k = link_run(s, e, req, i, &op, res, &span);
+
+			if (k) {
+				i += k - 1;
+				continue;
+			}
+			/* Not mergeable, or the merged call failed: this run one by one. */
+			one_by_one = i + span;
 		}
 		switch (op.opcode) {
 		case PROTO_OP_LINK:
