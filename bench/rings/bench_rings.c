@@ -421,7 +421,8 @@ int main(int argc, char **argv)
 	f = fopen(cfg_nomerge, "w");
 	if (!f)
 		die(cfg_nomerge, errno);
-	fprintf(f, "[odp]\nfault_around = 4K\n[domain sim0]\nmerge_links = no\n");
+	fprintf(f, "[odp]\nfault_around = 4K\n"
+		"[domain sim0]\nmerge_links = no\n[device sim0]\ndomain = sim0\n");
 	fclose(f);
 	f = fopen(cfg_nospin, "w");
 	if (!f)
