@@ -70,15 +70,12 @@ static struct dev_entry *dev_of(struct peers *ps, const struct ibv_context *verb
 	return NULL;
 }
 
-/* What domain.c's fault() does for device DMA, for an access the engine never saw. */
+/* A peer's access the responder refused: the engine never saw it, nor its IOVA. */
 static void record_fault(struct dev_entry *e)
 {
-	struct dom_domain *d = e->dom;
-
-	d->faults[d->nfaults % DOM_FAULT_LOG] =
-		(struct dom_fault){ .iova = 0, .access = 0, .reason = DOM_FAULT_NOT_PRESENT };
-	d->nfaults++;
-	d->stats.io_page_faults++;
+	dom_dev_dma_account(e->dev, 0, 0,
+			    &(struct dom_fault){ .iova = 0, .access = 0,
+						 .reason = DOM_FAULT_NOT_PRESENT });
 }
 
 static void peer_free(struct peers *ps, struct peer *p, bool disconnect)

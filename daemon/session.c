@@ -1347,6 +1347,8 @@ static const struct sess_map *map_rxe_at(struct session *s, const struct dev_ent
 int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uint8_t *buf,
 		uint64_t len, bool write, struct dom_fault *f)
 {
+	const uint64_t total = len;
+
 	while (len) {
 		struct sess_state *ss = svec_containing(&s->states, e->dom_index, iova, 1,
 							offsetof(struct sess_state, span));
@@ -1370,16 +1372,20 @@ int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 			n = len < oleft ? len : oleft;
 		}
 		r = rxe_dma(e->rxe, iova, rkey, buf, n, write);
-		if (r == -EFAULT)
+		if (r == -EFAULT) {
+			/* Counted and logged in the domain, as the engine's own faults are. */
 			*f = (struct dom_fault){ .iova = iova, .reason = DOM_FAULT_NOT_PRESENT,
 						 .access = write ? DOM_ACCESS_WRITE :
 								   DOM_ACCESS_READ };
+			dom_dev_dma_account(e->dev, 0, 0, f);
+		}
 		if (r)
 			return r;
 		iova += n;
 		buf += n;
 		len -= n;
 	}
+	dom_dev_dma_account(e->dev, write ? DOM_ACCESS_WRITE : DOM_ACCESS_READ, total, NULL);
 	return 0;
 }
 

@@ -1150,6 +1150,22 @@ int dom_dev_dma_write(struct dom_device *dev, uint64_t iova, const void *buf, ui
 	return dev_dma(dev, iova, (uint8_t *)buf, len, DOM_ACCESS_WRITE, ret_fault);
 }
 
+void dom_dev_dma_account(struct dom_device *dev, uint32_t access, uint64_t len,
+			 const struct dom_fault *f)
+{
+	struct dom_domain *d = dev->dom;
+
+	if (f) {
+		(void)fault(d, f->iova, f->access, f->reason, NULL);
+		return;
+	}
+	if (access == DOM_ACCESS_READ)
+		d->stats.dma_reads++;
+	else
+		d->stats.dma_writes++;
+	d->stats.dma_bytes += len;
+}
+
 const char *dom_fault_reason_str(uint32_t reason)
 {
 	switch (reason) {

@@ -387,6 +387,16 @@ int dom_dev_dma_read(struct dom_device *dev, uint64_t iova, void *buf, uint64_t 
 int dom_dev_dma_write(struct dom_device *dev, uint64_t iova, const void *buf, uint64_t len,
 		      struct dom_fault *ret_fault);
 
+/*
+ * dom_dev_dma_account - a device access whose bytes the engine did not move
+ * (the rxe backend moves them by RDMA, a remote peer by itself), counted as
+ * dom_dev_dma_read/write count theirs: with f NULL, one dma_reads or
+ * dma_writes (access DOM_ACCESS_READ or _WRITE) and len dma_bytes; else the
+ * fault f, counted in io_page_faults and logged.
+ */
+void dom_dev_dma_account(struct dom_device *dev, uint32_t access, uint64_t len,
+			 const struct dom_fault *f);
+
 const char *dom_fault_reason_str(uint32_t reason);
 
 #endif /* IOVAD_DOMAIN_DOMAIN_H */

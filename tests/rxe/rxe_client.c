@@ -46,7 +46,7 @@
 
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
-#define PLAN	42
+#define PLAN	43
 #define MAP_OFF	(0x30000 + 0x123)	/* the streaming map's bytes of the memory object */
 #define MAP_LEN	5000
 #define PEER_OFF (576 * 1024)	/* the peer tests' bytes of the memory object */
@@ -284,6 +284,9 @@ int main(int argc, char **argv)
 	tap(r == -ENOENT, "iova_rkey just past the state: %s", ename(r));
 
 	/* across the two link records, unaligned */
+	struct iovad_dev_stats s0 = { 0 }, s1 = { 0 };
+
+	(void)iovad_dev_stats(dev, &s0);
 	r = iovad_dev_dma_write(dev, st.addr + 100, src, LEN - 200);
 	same = !memcmp(cpu + 0x10000 + 100, src, LEN - 200) && !cpu[0x10000 + 99];
 	tap(!r && same, "DMA write %d bytes through rxe: %s, client's mapping %s", LEN - 200,
@@ -292,6 +295,13 @@ int main(int argc, char **argv)
 	r = iovad_dev_dma_read(dev, st.addr + 100, dst, LEN - 200);
 	tap(!r && !memcmp(dst, src, LEN - 200), "DMA read back: %s, bytes %s", ename(r),
 	    memcmp(dst, src, LEN - 200) ? "WRONG" : "exact");
+	r = iovad_dev_stats(dev, &s1);
+	tap(!r && s1.dma_writes == s0.dma_writes + 1 && s1.dma_reads == s0.dma_reads + 1 &&
+	    s1.dma_bytes == s0.dma_bytes + 2 * (LEN - 200) && s1.io_page_faults == s0.io_page_faults,
+	    "the device's counters count the RDMA: writes %llu -> %llu, reads %llu -> %llu, "
+	    "bytes +%llu", (unsigned long long)s0.dma_writes, (unsigned long long)s1.dma_writes,
+	    (unsigned long long)s0.dma_reads, (unsigned long long)s1.dma_reads,
+	    (unsigned long long)(s1.dma_bytes - s0.dma_bytes));
 
 	/* unlink the second half: its MR goes, the first half is registered again */
 	r = iovad_iova_unlink(dev, &st, HALF, HALF, IOVAD_DMA_BIDIRECTIONAL, 0);
@@ -299,10 +309,15 @@ int main(int argc, char **argv)
 	tap(!r && n == base + 1, "unlink the second half: %s, MRs %d", ename(r), n);
 	r = iovad_dev_dma_read(dev, st.addr + 200, dst, 64);
 	tap(!r && !memcmp(dst, src + 100, 64), "DMA read in the first half: %s", ename(r));
+	(void)iovad_dev_stats(dev, &s0);
 	r = iovad_dev_dma_read(dev, st.addr + HALF, dst, 64);
 	iovad_dev_last_fault(dev, &f);
-	tap(r == -EFAULT && f.reason == 1, "DMA read in the unlinked half: %s, reason %u",
-	    ename(r), f.reason);
+	(void)iovad_dev_stats(dev, &s1);
+	tap(r == -EFAULT && f.reason == 1 && s1.io_page_faults == s0.io_page_faults + 1 &&
+	    s1.dma_reads == s0.dma_reads,
+	    "DMA read in the unlinked half: %s, reason %u, io_page_faults %llu -> %llu", ename(r),
+	    f.reason, (unsigned long long)s0.io_page_faults,
+	    (unsigned long long)s1.io_page_faults);
 	r = iovad_dev_dma_read(dev, st.addr + HALF - 32, dst, 64);
 	tap(r == -EFAULT, "DMA read across the edge: %s", ename(r));
 
