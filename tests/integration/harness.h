@@ -183,19 +183,51 @@ static inline bool daemon_alive(const struct daemon *d)
 
 /* ---- raw frames ------------------------------------------------------------- */
 
-/* A frame stamped with version (the session's negotiated one, after HELLO). */
-static inline int raw_send_v(int fd, uint16_t version, uint16_t type, uint64_t id,
-			     const void *body, size_t len)
+#define RAW_MAX_FDS 64
+
+/*
+ * A frame stamped with version (the session's negotiated one, after HELLO),
+ * with nfds descriptors (at most RAW_MAX_FDS) riding along as SCM_RIGHTS.
+ * Return: 0, or -errno (-EINVAL: too many fds, or a body longer than a frame).
+ */
+static inline int raw_send_fds(int fd, uint16_t version, uint16_t type, uint64_t id,
+			       const void *body, size_t len, const int *fds, int nfds)
 {
 	uint8_t buf[PROTO_FRAME_MAX];
+	union {
+		char c[CMSG_SPACE(sizeof(int) * RAW_MAX_FDS)];
+		struct cmsghdr a;
+	} cm;
+	struct iovec iov = { buf, sizeof(struct proto_hdr) + len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct proto_hdr h;
 
-	proto_hdr_init(&h, version, type, (uint32_t)(sizeof(h) + len), id);
+	if (nfds < 0 || nfds > RAW_MAX_FDS || len > sizeof(buf) - sizeof(h))
+		return -EINVAL;
+	proto_hdr_init(&h, version, type, (uint32_t)iov.iov_len, id);
 	memcpy(buf, &h, sizeof(h));
 	if (len)
 		memcpy(buf + sizeof(h), body, len);
-	return send(fd, buf, sizeof(h) + len, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + len) ? 0 :
-													 -errno;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.c;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len ? 0 : -errno;
+}
+
+/* A frame stamped with version (the session's negotiated one, after HELLO). */
+static inline int raw_send_v(int fd, uint16_t version, uint16_t type, uint64_t id, const void *body,
+			     size_t len)
+{
+	return raw_send_fds(fd, version, type, id, body, len, NULL, 0);
 }
 
 /* A frame of the newest version (sessions that negotiated PROTO_VERSION). */

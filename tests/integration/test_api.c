@@ -486,27 +486,6 @@ Test(api, async_batch_completes_through_the_event_fd)
 
 /* ---- disconnect in the middle of a batch ----------------------------------------- */
 
-/* Send one frame with an fd attached (MEM_IMPORT). */
-static void raw_send_fd(int fd, uint64_t id, const void *body, size_t len, int passfd)
-{
-	uint8_t buf[256];
-	struct proto_hdr h;
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { buf, sizeof(h) + len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			      .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-
-	proto_hdr_init(&h, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, (uint32_t)(sizeof(h) + len), id);
-	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), body, len);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-	cr_assert_eq(sendmsg(fd, &msg, MSG_NOSIGNAL), (ssize_t)(sizeof(h) + len));
-}
-
 Test(api, disconnect_mid_batch_tears_everything_down)
 {
 	struct iovad_dev *dev = open_dev("sim0");
@@ -534,7 +513,9 @@ Test(api, disconnect_mid_batch_tears_everything_down)
 	mfd = memfd_create("raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	cr_assert_eq(ftruncate(mfd, 1 << 20), 0);
 	cr_assert_eq(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-	raw_send_fd(fd, 3, &mi, sizeof(mi), mfd);
+	cr_assert_eq(
+		raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, 3, &mi, sizeof(mi), &mfd, 1),
+		0);
 	close(mfd);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 	cr_assert_eq(frame_status(buf), 0);

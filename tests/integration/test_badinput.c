@@ -212,32 +212,6 @@ Test(badinput, unknown_types_and_reserved_fields_keep_the_connection)
 	close(fd);
 }
 
-static void send_with_fds(int fd, uint16_t type, const void *body, size_t len, const int *fds,
-			  int nfds)
-{
-	uint8_t buf[256];
-	struct proto_hdr h;
-	char cbuf[CMSG_SPACE(sizeof(int) * 64)] = { 0 };
-	struct iovec iov = { buf, sizeof(h) + len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct cmsghdr *cm;
-
-	proto_hdr_init(&h, PROTO_VERSION, type, (uint32_t)(sizeof(h) + len), 20);
-	memcpy(buf, &h, sizeof(h));
-	if (len)
-		memcpy(buf + sizeof(h), body, len);
-	if (nfds) {
-		msg.msg_control = cbuf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	cr_assert_eq(sendmsg(fd, &msg, MSG_NOSIGNAL), (ssize_t)(sizeof(h) + len));
-}
-
 Test(badinput, bogus_fds_are_refused_and_never_pile_up)
 {
 	struct proto_mem_import mi = { .size = 4096 };
@@ -247,12 +221,16 @@ Test(badinput, bogus_fds_are_refused_and_never_pile_up)
 	cr_assert_eq(raw_hello(fd), 0);
 	nfds0 = daemon_nfds(&d);
 	/* No fd at all. */
-	send_with_fds(fd, PROTO_CMD_MEM_IMPORT, &mi, sizeof(mi), NULL, 0);
+	cr_assert_eq(
+		raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, 20, &mi, sizeof(mi), NULL, 0),
+		0);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 	cr_assert_eq(frame_status(buf), -EBADF);
 	/* A pipe is not memory. */
 	cr_assert_eq(pipe(p), 0);
-	send_with_fds(fd, PROTO_CMD_MEM_IMPORT, &mi, sizeof(mi), &p[0], 1);
+	cr_assert_eq(raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, 20, &mi, sizeof(mi),
+				  &p[0], 1),
+		     0);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 	cr_assert_eq(frame_status(buf), -EBADF);
 	/* A memfd the client could still shrink under the daemon's mapping. */
@@ -260,7 +238,9 @@ Test(badinput, bogus_fds_are_refused_and_never_pile_up)
 		int mfd = memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
 		cr_assert_eq(ftruncate(mfd, 4096), 0);
-		send_with_fds(fd, PROTO_CMD_MEM_IMPORT, &mi, sizeof(mi), &mfd, 1);
+		cr_assert_eq(raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, 20, &mi,
+					  sizeof(mi), &mfd, 1),
+			     0);
 		cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 		cr_assert_eq(frame_status(buf), -EPERM);
 		close(mfd);
@@ -272,7 +252,9 @@ Test(badinput, bogus_fds_are_refused_and_never_pile_up)
 		cr_assert_eq(ftruncate(mfd, 4096), 0);
 		cr_assert_eq(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
 		mi.size = 1 << 20;
-		send_with_fds(fd, PROTO_CMD_MEM_IMPORT, &mi, sizeof(mi), &mfd, 1);
+		cr_assert_eq(raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_MEM_IMPORT, 20, &mi,
+					  sizeof(mi), &mfd, 1),
+			     0);
 		cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 		cr_assert_eq(frame_status(buf), -EINVAL);
 		close(mfd);
@@ -281,7 +263,8 @@ Test(badinput, bogus_fds_are_refused_and_never_pile_up)
 	for (int i = 0; i < 40; i++)
 		fds[i] = p[1];
 	for (int round = 0; round < 10; round++) {
-		send_with_fds(fd, PROTO_CMD_STATUS, NULL, 0, fds, 40);
+		cr_assert_eq(
+			raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_STATUS, 20, NULL, 0, fds, 40), 0);
 		cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 2000), 0);
 	}
 	cr_assert_leq(daemon_nfds(&d), nfds0 + 16, "held fds are capped");

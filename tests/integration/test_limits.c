@@ -115,38 +115,6 @@ struct raw {
 	uint64_t session;
 };
 
-static int send_frame(int fd, uint16_t type, uint64_t id, const void *body, size_t len,
-		      const int *fds, int nfds)
-{
-	static uint8_t buf[PROTO_FRAME_DEFAULT];
-	union {
-		char c[CMSG_SPACE(sizeof(int) * 16)];
-		struct cmsghdr a;
-	} cm;
-	struct iovec iov = { buf, sizeof(struct proto_hdr) + len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct proto_hdr h;
-
-	cr_assert_leq(nfds, 16);
-	proto_hdr_init(&h, PROTO_VERSION, type, (uint32_t)iov.iov_len, id);
-	memcpy(buf, &h, sizeof(h));
-	if (len)
-		memcpy(buf + sizeof(h), body, len);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.c;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-	}
-	return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len ? 0 : -errno;
-}
-
 static void raw_up(struct raw *r)
 {
 	struct proto_hello h = { .version_min = PROTO_VERSION_MIN,
@@ -174,7 +142,7 @@ static int raw_rq(struct raw *r, uint16_t type, const void *body, size_t len, co
 	uint64_t id = ++r->id;
 	struct proto_hdr h;
 
-	cr_assert_eq(send_frame(r->fd, type, id, body, len, fds, nfds), 0);
+	cr_assert_eq(raw_send_fds(r->fd, PROTO_VERSION, type, id, body, len, fds, nfds), 0);
 	for (;;) {
 		int n = raw_recv(r->fd, buf, sizeof(buf), 10000);
 
@@ -1007,8 +975,9 @@ Test(limits, pending_user_faults_are_bounded_and_time_out)
 	/* N reads of the same page, in one go: LIMIT park on one fault, the rest -EAGAIN. */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < N; i++)
-		cr_assert_eq(send_frame(r.fd, PROTO_CMD_DMA_READ, 1000 + (uint64_t)i, &dm,
-					sizeof(dm), NULL, 0), 0);
+		cr_assert_eq(raw_send_fds(r.fd, PROTO_VERSION, PROTO_CMD_DMA_READ,
+					  1000 + (uint64_t)i, &dm, sizeof(dm), NULL, 0),
+			     0);
 	while (again < N - LIMIT || !events) {
 		int n = raw_recv(r.fd, buf, sizeof(buf), 10000);
 
@@ -1042,8 +1011,9 @@ Test(limits, pending_user_faults_are_bounded_and_time_out)
 
 	/* Back under the limit: LIMIT park again (no -EAGAIN), and answering completes them. */
 	for (int i = 0; i < LIMIT; i++)
-		cr_assert_eq(send_frame(r.fd, PROTO_CMD_DMA_READ, 2000 + (uint64_t)i, &dm,
-					sizeof(dm), NULL, 0), 0);
+		cr_assert_eq(raw_send_fds(r.fd, PROTO_VERSION, PROTO_CMD_DMA_READ,
+					  2000 + (uint64_t)i, &dm, sizeof(dm), NULL, 0),
+			     0);
 	while (!fault_id) {
 		int n = raw_recv(r.fd, buf, sizeof(buf), 10000);
 		struct proto_evt_fault ev;
@@ -1057,7 +1027,8 @@ Test(limits, pending_user_faults_are_bounded_and_time_out)
 	{
 		struct proto_fault_done fd_ = { .fault_id = fault_id, .status = 0 };
 
-		cr_assert_eq(send_frame(r.fd, PROTO_CMD_FAULT_DONE, 3000, &fd_, sizeof(fd_), NULL, 0),
+		cr_assert_eq(raw_send_fds(r.fd, PROTO_VERSION, PROTO_CMD_FAULT_DONE, 3000, &fd_,
+					  sizeof(fd_), NULL, 0),
 			     0);
 	}
 	while (ok < LIMIT) {
@@ -1096,7 +1067,9 @@ static int ring_setup_with(int fd, uint32_t size)
 	cr_assert_geq(fds[0], 0);
 	fds[1] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	fds[2] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	cr_assert_eq(send_frame(fd, PROTO_CMD_RING_SETUP, id, &g, sizeof(g), fds, 3), 0);
+	cr_assert_eq(
+		raw_send_fds(fd, PROTO_VERSION, PROTO_CMD_RING_SETUP, id, &g, sizeof(g), fds, 3),
+		0);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 5000), 0);
 	cr_assert_eq(frame_type(buf), PROTO_CMD_RING_SETUP | PROTO_RPY);
 	r = frame_status(buf);

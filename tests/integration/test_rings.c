@@ -83,37 +83,6 @@ static int hello_max(int fd, uint16_t vmax, uint32_t max_frame)
 	return frame_status(buf);
 }
 
-/* A frame with its fds; version as given (raw_send uses the newest, raw_send_v any). */
-static int send_fds(int fd, uint16_t version, uint16_t type, uint64_t id, const void *body,
-		    size_t blen, const int *fds, int nfds)
-{
-	uint8_t buf[256];
-	union {
-		char c[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr a;
-	} cm;
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(struct proto_hdr) + blen };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct proto_hdr h;
-
-	proto_hdr_init(&h, version, type, (uint32_t)iov.iov_len, id);
-	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), body, blen);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.c;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-	}
-	return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len ? 0 : -errno;
-}
-
 /* Send RING_SETUP with these fds; return the reply's status. */
 static int setup_with(int fd, uint32_t sq, uint32_t cq, const int *fds, int nfds)
 {
@@ -121,8 +90,9 @@ static int setup_with(int fd, uint32_t sq, uint32_t cq, const int *fds, int nfds
 	uint8_t buf[256];
 	int n;
 
-	cr_assert_eq(send_fds(fd, PROTO_VERSION_RING, PROTO_CMD_RING_SETUP, 77, &g, sizeof(g), fds,
-			      nfds), 0);
+	cr_assert_eq(raw_send_fds(fd, PROTO_VERSION_RING, PROTO_CMD_RING_SETUP, 77, &g, sizeof(g),
+				  fds, nfds),
+		     0);
 	n = raw_recv(fd, buf, sizeof(buf), 5000);
 	cr_assert_gt(n, 0, "no reply to RING_SETUP");
 	cr_assert_eq(frame_type(buf), PROTO_CMD_RING_SETUP | PROTO_RPY);
@@ -464,8 +434,9 @@ Test(rings, a_refused_setup_takes_its_fds_along)
 	stale[0] = proto_ring_create(PROTO_RING_DEFAULT, PROTO_RING_DEFAULT);
 	stale[1] = eventfd(0, EFD_CLOEXEC);
 	stale[2] = eventfd(0, EFD_CLOEXEC);
-	cr_assert_eq(send_fds(fd, PROTO_VERSION_RING, PROTO_CMD_RING_SETUP, 5, &bad, sizeof(bad),
-			      stale, 3), 0);
+	cr_assert_eq(raw_send_fds(fd, PROTO_VERSION_RING, PROTO_CMD_RING_SETUP, 5, &bad,
+				  sizeof(bad), stale, 3),
+		     0);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 5000), 0);
 	cr_assert_eq(frame_status(buf), -EINVAL);
 	/* Now a good one, with fds of its own: its memfd must be the one the daemon maps. */
@@ -498,7 +469,8 @@ Test(rings, version_3_sessions_have_no_ring_setup)
 	fds[0] = proto_ring_create(PROTO_RING_DEFAULT, PROTO_RING_DEFAULT);
 	fds[1] = eventfd(0, EFD_CLOEXEC);
 	fds[2] = eventfd(0, EFD_CLOEXEC);
-	cr_assert_eq(send_fds(fd, PROTO_VERSION_RKEY, PROTO_CMD_RING_SETUP, 9, &g, sizeof(g), fds, 3),
+	cr_assert_eq(raw_send_fds(fd, PROTO_VERSION_RKEY, PROTO_CMD_RING_SETUP, 9, &g, sizeof(g),
+				  fds, 3),
 		     0);
 	cr_assert_gt(raw_recv(fd, buf, sizeof(buf), 5000), 0);
 	cr_assert_eq(frame_status(buf), -ENOSYS);
