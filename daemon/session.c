@@ -934,7 +934,6 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
 	struct sess_mem *m;
-	uint64_t before;
 	int r;
 
 	if (!ss)
@@ -944,19 +943,14 @@ static int op_link(struct session *s, struct dev_entry *e, const struct proto_op
 		return -EFAULT;
 	if (s->nlinks >= s->srv->lim.max_links || tables_over_quota(s))
 		return -EDQUOT;
-	before = tables_of(e);
 	r = dma_iova_link(e->dev, &ss->st, op->phys, op->offset, op->size, op->dir, op->attrs);
-	if (r) {
-		tables_charge(s, before, tables_of(e));
+	if (r)
 		return r;
-	}
 	if (link_rec_add(s, ss, op->offset, op->size, op->phys, m, (uint8_t)op->dir,
 			 pack_attrs(op->attrs))) {
 		(void)dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
-		tables_charge(s, before, tables_of(e));
 		return -ENOMEM;
 	}
-	tables_charge(s, before, tables_of(e));
 	*value = ss->st.__size;
 	return 0;
 }
@@ -988,7 +982,7 @@ static uint32_t link_run(struct session *s, struct dev_entry *e, const struct pr
 	/* Pieces of a block's size or more could have made blocks: not merged. */
 	const uint64_t piece_max = e->dom->pt.cfg.blocks ? (UINT64_C(1) << (gshift + 9)) - 1 :
 							    UINT64_MAX;
-	uint64_t off = op->offset, phys = op->phys, size = op->size, before, bound, tbl;
+	uint64_t off = op->offset, phys = op->phys, size = op->size, bound, tbl;
 	uint32_t n = req->u.batch.count, k = 1;
 	struct sess_state *ss;
 	struct sess_mem *m;
@@ -1028,9 +1022,7 @@ static uint32_t link_run(struct session *s, struct dev_entry *e, const struct pr
 		return 0;
 	if (fp_hit(FP_LINK_RUN))
 		return 0;
-	before = tables_of(e);
 	r = dma_iova_link_run(e->dev, &ss->st, phys, off, size, op->dir, op->attrs, k);
-	tables_charge(s, before, tables_of(e));
 	if (r)
 		return 0;
 	/* Cannot fail: there is room for a record. */
@@ -1043,14 +1035,12 @@ static uint32_t link_run(struct session *s, struct dev_entry *e, const struct pr
 static int op_unlink(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
-	uint64_t lo, hi, before;
+	uint64_t lo, hi;
 	int r;
 
 	if (!ss)
 		return -ENOENT;
-	before = tables_of(e);
 	r = dma_iova_unlink(e->dev, &ss->st, op->offset, op->size, op->dir, op->attrs);
-	tables_charge(s, before, tables_of(e));
 	if (r && r != -ENOENT)
 		return r;
 	unlink_window(e, ss, op->offset, op->size, &lo, &hi);
@@ -1062,14 +1052,12 @@ static int op_destroy(struct session *s, struct dev_entry *e, const struct proto
 		      uint64_t *value)
 {
 	struct sess_state *ss = state_find(s, e, op->iova);
-	uint64_t lo, hi, before;
+	uint64_t lo, hi;
 	int r;
 
 	if (!ss)
 		return -ENOENT;
-	before = tables_of(e);
 	r = dma_iova_destroy(e->dev, &ss->st, op->size, op->dir, op->attrs);
-	tables_charge(s, before, tables_of(e));
 	if (!dma_use_iova(&ss->st)) {
 		/* The engine freed the IOVA (with or without holes): the state is gone. */
 		state_remove(s, ss);
@@ -1120,7 +1108,7 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 {
 	struct sess_mem *m = mem_of_range(s, op->phys, op->size);
 	struct sess_map *mp;
-	uint64_t dma, base, mask, before;
+	uint64_t dma, base, mask;
 	int r;
 
 	if (!m)
@@ -1136,13 +1124,10 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 		return -EOPNOTSUPP;
 	if (s->rp && e->dom->cfg.type != DOM_IDENTITY)
 		e->dom->want_iova = *value & ~granule_mask(e);
-	before = tables_of(e);
 	r = dma_map_phys(e->dev, op->phys, op->size, op->dir, op->attrs, &dma);
 	e->dom->want_iova = 0;
-	if (r) {
-		tables_charge(s, before, tables_of(e));
+	if (r)
 		return r;
-	}
 	base = dma & ~mask;
 	/* On an identity domain two maps may share a base: key them by dma then. */
 	if (!mask)
@@ -1150,7 +1135,6 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	if (svec_find(&s->maps, e->dom_index, base) || !(mp = svec_insert(&s->maps, e->dom_index,
 									      base))) {
 		(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
-		tables_charge(s, before, tables_of(e));
 		return mask ? -ENOMEM : -EEXIST;
 	}
 	mp->dom = e->dom_index;
@@ -1180,11 +1164,9 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 				 strerror(-r));
 			svec_remove(&s->maps, mp);
 			(void)dma_unmap_phys(e->dev, dma, op->size, op->dir, op->attrs);
-			tables_charge(s, before, tables_of(e));
 			return r;
 		}
 	}
-	tables_charge(s, before, tables_of(e));
 	if (mask)
 		s->iova_bytes += mp->span;
 	m->pins++;
@@ -1194,15 +1176,13 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 
 static int op_unmap(struct session *s, struct dev_entry *e, const struct proto_op *op)
 {
-	uint64_t mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e), before;
+	uint64_t mask = e->dom->cfg.type == DOM_IDENTITY ? 0 : granule_mask(e);
 	struct sess_map *mp = svec_find(&s->maps, e->dom_index, mask ? op->iova & ~mask : op->iova);
 	int r;
 
 	if (!mp || mp->dma != op->iova || mp->size != op->size)
 		return -ENOENT;
-	before = tables_of(e);
 	r = dma_unmap_phys(e->dev, op->iova, op->size, op->dir, op->attrs);
-	tables_charge(s, before, tables_of(e));
 	if (r)
 		return r;
 	if (mask)
@@ -1228,7 +1208,7 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 	for (uint32_t i = 0; i < n; i++) {
 		struct proto_op op;
 		struct dev_entry *e;
-		uint64_t value = 0;
+		uint64_t value = 0, tables;
 		int r;
 
 		proto_op_get(req, i, &op);
@@ -1251,10 +1231,13 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 			touched |= 1u << e->dom_index;
 			dom_batch_begin(e->dom);
 		}
+		/* max_table_bytes: each operation is charged what it added to the tables. */
+		tables = tables_of(e);
 		if (op.opcode == PROTO_OP_LINK && i >= one_by_one && e->merge_links) {
 			uint32_t span, k = link_run(s, e, req, i, &op, res, &span);
 
 			if (k) {
+				tables_charge(s, tables, tables_of(e));
 				i += k - 1;
 				continue;
 			}
@@ -1287,6 +1270,7 @@ static int handle_batch(struct session *s, const struct proto_req *req)
 			r = -EINVAL; /* the decoder already refuses these */
 			break;
 		}
+		tables_charge(s, tables, tables_of(e));
 done:
 		res[i] = (struct proto_op_result){ .status = r, .value = value };
 		if (r)
