@@ -270,8 +270,10 @@ static int parse_spec(const char *spec, struct fp_rule *out)
 			if (!strcmp(item, site_names[i]))
 				site = i;
 		if (site < 0) {
-			fprintf(stderr, "iovad: IOVAD_FAILPOINTS: unknown site '%s' (sites: alloc, "
-				"uring_submit, journal_write, journal_sync, link_run)\n", item);
+			fprintf(stderr, "iovad: IOVAD_FAILPOINTS: unknown site '%s' (sites:", item);
+			for (int i = 0; i < FP__MAX; i++)
+				fprintf(stderr, "%s %s", i ? "," : "", site_names[i]);
+			fprintf(stderr, ")\n");
 			return -EINVAL;
 		}
 		if (out[site].mode != FP_OFF) {
