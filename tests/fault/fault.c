@@ -338,14 +338,11 @@ struct fp_counts {
 static struct fp_counts dmn_counts(const struct dmn *d)
 {
 	struct fp_counts fc = { 0 };
-	char *log = dmn_log(d), *line, *p;
+	char *log = dmn_log(d), *p;
 
 	if (!log)
 		return fc;
-	line = NULL;
-	for (p = strstr(log, "failpoints at exit:"); p; p = strstr(p + 1, "failpoints at exit:"))
-		line = p;
-	if (!line) {
+	if (!strstr(log, "failpoints at exit:")) {
 		/* Died before its exit line: count the failures it logged. */
 		for (int i = 0; i < NSITES; i++) {
 			char key[64];
@@ -355,20 +352,10 @@ static struct fp_counts dmn_counts(const struct dmn *d)
 				fc.fails[i]++;
 		}
 	} else {
-		char *eol = strchr(line, '\n');
-
-		if (eol)
-			*eol = '\0';
 		fc.found = true;
-		for (int i = 0; i < NSITES; i++) {
-			char key[32];
-
-			snprintf(key, sizeof(key), " %s ", sites[i]);
-			p = strstr(line, key);
-			if (!p || sscanf(p + strlen(key), "%lu hits, %lu failed", &fc.hits[i],
-					 &fc.fails[i]) != 2)
+		for (int i = 0; i < NSITES; i++)
+			if (!fp_exit_counts(log, sites[i], &fc.hits[i], &fc.fails[i]))
 				fc.found = false;
-		}
 	}
 	free(log);
 	return fc;

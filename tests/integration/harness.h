@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,28 @@ static inline int raw_send_fds(int fd, uint16_t version, uint16_t type, uint64_t
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
 	}
 	return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len ? 0 : -errno;
+}
+
+/*
+ * The counts of one failpoint site (daemon/failpoint.h) in the last
+ * "failpoints at exit:" line of a daemon's log, as
+ * "... SITE H hits, F failed; ...". Return: whether the line names it.
+ */
+static inline bool fp_exit_counts(const char *log, const char *site, unsigned long *hits,
+				  unsigned long *fails)
+{
+	const char *line = NULL, *p, *eol;
+	char key[64];
+
+	for (p = strstr(log, "failpoints at exit:"); p; p = strstr(p + 1, "failpoints at exit:"))
+		line = p;
+	if (!line)
+		return false;
+	eol = strchr(line, '\n');
+	snprintf(key, sizeof(key), " %s ", site);
+	p = strstr(line, key);
+	return p && (!eol || p < eol) &&
+	       sscanf(p + strlen(key), "%lu hits, %lu failed", hits, fails) == 2;
 }
 
 /* A frame stamped with version (the session's negotiated one, after HELLO). */

@@ -207,7 +207,7 @@ static void same_view(uint64_t state_pages)
 /* The link_run counts of the daemon's "failpoints at exit" line. */
 static void link_run_counts(unsigned long *hits, unsigned long *fails)
 {
-	char buf[65536], *p, *line = NULL;
+	char buf[65536];
 	int fd;
 	ssize_t n;
 
@@ -223,12 +223,7 @@ static void link_run_counts(unsigned long *hits, unsigned long *fails)
 	close(fd);
 	cr_assert_gt(n, 0);
 	buf[n] = 0;
-	for (p = strstr(buf, "failpoints at exit:"); p; p = strstr(p + 1, "failpoints at exit:"))
-		line = p;
-	cr_assert_not_null(line, "no failpoint line in: %s", buf);
-	p = strstr(line, " link_run ");
-	cr_assert_not_null(p);
-	cr_assert_eq(sscanf(p, " link_run %lu hits, %lu failed", hits, fails), 2);
+	cr_assert(fp_exit_counts(buf, "link_run", hits, fails), "no link_run counts in: %s", buf);
 }
 
 Test(merge, contiguous_pages_conflicts_and_bounds_answer_as_one_by_one)
