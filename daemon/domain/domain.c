@@ -470,19 +470,26 @@ static bool needs_cpu_sync(const struct dom_device *dev, unsigned long attrs)
 }
 
 /* __dma_iova_link(): iova, phys and size are granule-aligned here (or map fails). */
-static int link_range(struct dom_device *dev, uint64_t iova, uint64_t phys, uint64_t size,
-		      enum dma_data_direction dir, unsigned long attrs)
+/* The leaves of a link: dir's permissions (plus flags), pending until sync if so configured. */
+static int map_link(struct dom_device *dev, uint64_t iova, uint64_t phys, uint64_t size,
+		    enum dma_data_direction dir, unsigned long attrs, unsigned int flags)
 {
 	struct dom_domain *d = dev->dom;
-	unsigned int prot = dir_to_prot(dev, dir, attrs);
+	unsigned int prot = dir_to_prot(dev, dir, attrs) | flags;
 
-	if (!size)
-		return 0; /* an empty aligned middle between two bounced granules */
-	if (needs_cpu_sync(dev, attrs))
-		d->stats.cpu_cache_syncs++;
 	if (d->cfg.visibility == DOM_VISIBLE_ON_SYNC)
 		prot |= PGTBL_PENDING;
 	return pgtbl_map(&d->pt, iova, phys, size, prot);
+}
+
+static int link_range(struct dom_device *dev, uint64_t iova, uint64_t phys, uint64_t size,
+		      enum dma_data_direction dir, unsigned long attrs)
+{
+	if (!size)
+		return 0; /* an empty aligned middle between two bounced granules */
+	if (needs_cpu_sync(dev, attrs))
+		dev->dom->stats.cpu_cache_syncs++;
+	return map_link(dev, iova, phys, size, dir, attrs, 0);
 }
 
 static int swiotlb_ready(struct dom_domain *d)
@@ -620,7 +627,6 @@ int dma_iova_link_run(struct dom_device *dev, struct dma_iova_state *state, uint
 		      unsigned long attrs, uint32_t nr)
 {
 	struct dom_domain *d = dev->dom;
-	unsigned int prot;
 	int r;
 
 	if (!nr || ((phys | offset | size) & gmask(d)))
@@ -632,11 +638,8 @@ int dma_iova_link_run(struct dom_device *dev, struct dma_iova_state *state, uint
 		return r;
 	if ((attrs & DMA_ATTR_REQUIRE_COHERENT) && !dev->coherent)
 		return -EOPNOTSUPP;
-	/* Aligned: no start pad and, on an untrusted device, nothing to bounce (link_range). */
-	prot = dir_to_prot(dev, dir, attrs) | PGTBL_NO_BLOCKS;
-	if (d->cfg.visibility == DOM_VISIBLE_ON_SYNC)
-		prot |= PGTBL_PENDING;
-	r = pgtbl_map(&d->pt, state->addr + offset, phys, size, prot);
+	/* Aligned: no start pad and, on an untrusted device, nothing to bounce. */
+	r = map_link(dev, state->addr + offset, phys, size, dir, attrs, PGTBL_NO_BLOCKS);
 	if (r)
 		return r;
 	if (needs_cpu_sync(dev, attrs))
