@@ -77,6 +77,7 @@ struct ring_chan {
 	uint64_t parked_ns;       /* when it last went to sleep; 0 while polled */
 	bool active;              /* on srv->ring_active */
 	bool socket_waits;        /* conn_input deferred a socket frame until the ring drains */
+	bool bell_et;             /* the doorbell is watched edge-triggered: never read */
 	struct ring_chan *next, *prev;
 	/* counters, for the leak report and LIST_CLIENTS */
 	uint64_t frames;
@@ -389,14 +390,17 @@ static void bell_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t n;
 
 	(void)what;
-	if (read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n))
+	/* Level-triggered the counter is reset; edge-triggered each ring is an edge. */
+	if (ch->bell_et || read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n))
 		ch->doorbells++;
+	/* Serve first: the reply is what the client waits for, the bookkeeping is not. */
+	ring_poll(ch);
 	if (ch->parked_ns) {
 		ring_adapt(ch, now_ns());
 		ch->parked_ns = 0;
 	}
-	ring_activate(ch);
-	ring_poll(ch);
+	if (!ch->conn->dead)
+		ring_activate(ch);
 	ring_settle(ch);
 }
 
@@ -577,6 +581,20 @@ int ring_setup(struct session *s, const struct proto_req *req, struct ring_chan 
 		r = -EINVAL;
 		goto out_close;
 	}
+	/*
+	 * Holes: the pages must be the client's, allocated before setup
+	 * (proto_ring_create), not the daemon's to fault in, charged to its
+	 * cgroup, in the middle of a round trip.
+	 */
+	if ((uint64_t)st.st_blocks * 512u < (uint64_t)st.st_size) {
+		log_info("session %" PRIu64
+			 " (pid %d): RING_SETUP refused: the ring file has holes "
+			 "(%" PRIu64 " of %" PRIu64 " bytes allocated)",
+			 session_id(s), (int)session_pid(s), (uint64_t)st.st_blocks * 512u,
+			 (uint64_t)st.st_size);
+		r = -EINVAL;
+		goto out_close;
+	}
 	if (!is_eventfd(fds[1]) || !is_eventfd(fds[2])) {
 		r = -EBADF;
 		goto out_close;
@@ -599,7 +617,16 @@ int ring_setup(struct session *s, const struct proto_req *req, struct ring_chan 
 	ch->frame_cap = session_max_frame(s);
 	ch->frame = malloc(ch->frame_cap);
 	ch->overflow = evbuffer_new();
-	ch->bell_ev = event_new(v->base, ch->bell_fd, EV_READ | EV_PERSIST, bell_cb, ch);
+	/*
+	 * Edge-triggered where the backend can (epoll): every write to an
+	 * eventfd is a new edge, so the doorbell costs the client its write and
+	 * the daemon no read (measured: 0.3 us off a round trip to a sleeping
+	 * ring). The counter is never drained; at one ring per request it would
+	 * take centuries to reach its maximum.
+	 */
+	ch->bell_et = (event_base_get_features(v->base) & EV_FEATURE_ET) != 0;
+	ch->bell_ev = event_new(v->base, ch->bell_fd,
+				EV_READ | EV_PERSIST | (ch->bell_et ? EV_ET : 0), bell_cb, ch);
 	if (!ch->frame || !ch->overflow || !ch->bell_ev) {
 		r = -ENOMEM;
 		goto out_free;

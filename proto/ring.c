@@ -17,6 +17,7 @@
 
 int proto_ring_create(uint32_t sq_size, uint32_t cq_size)
 {
+	uint64_t size = proto_ring_file_size(sq_size, cq_size);
 	int fd, r;
 
 	if (!proto_ring_size_ok(sq_size) || !proto_ring_size_ok(cq_size))
@@ -24,7 +25,7 @@ int proto_ring_create(uint32_t sq_size, uint32_t cq_size)
 	fd = memfd_create("iovad-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)proto_ring_file_size(sq_size, cq_size)) < 0 ||
+	if (ftruncate(fd, (off_t)size) < 0 || fallocate(fd, 0, 0, (off_t)size) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
 		r = -errno;
 		close(fd);
@@ -35,7 +36,8 @@ int proto_ring_create(uint32_t sq_size, uint32_t cq_size)
 
 static int map_at(uint8_t *at, size_t len, int fd, uint64_t off)
 {
-	void *p = mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)off);
+	void *p = mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd,
+		       (off_t)off);
 
 	return p == MAP_FAILED ? -errno : 0;
 }

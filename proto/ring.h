@@ -2,7 +2,7 @@
 /*
  * ring.h - the shared-memory rings of protocol version 4 (RING_SETUP).
  *
- * One memfd per session, created and sealed by the client:
+ * One memfd per session, created, allocated and sealed by the client:
  *
  *   [0, 4 KiB)                     struct proto_ring_hdr
  *   [4 KiB, 4 KiB + sq_size)       submission ring: request frames, client -> daemon
@@ -173,15 +173,23 @@ static inline uint64_t proto_ring_file_size(uint32_t sq_size, uint32_t cq_size)
 }
 
 /*
- * proto_ring_create - the client's side: a memfd of the right size, sealed
- * against shrinking and growing (the daemon maps it, so nobody may change
- * its size, and the daemon refuses one that is not sealed).
+ * proto_ring_create - the client's side: a memfd of the right size, its
+ * pages allocated (fallocate), and sealed against shrinking and growing.
+ * The daemon maps it, so nobody may change its size: it refuses a file
+ * that is not sealed (-EPERM). It refuses one with holes too (-EINVAL): the
+ * rings' memory is the client's, charged to the client when it is
+ * allocated, and a page first touched in the middle of a round trip costs
+ * a page fault on each side (measured: p99 of a ring round trip 5.6 us
+ * instead of 2.6 with 64 clients, while the rings filled for the first
+ * time). An allocation that fails fails here, at setup, where the socket
+ * can take over, not as a SIGBUS halfway through.
  * Return: the fd, or -errno.
  */
 int proto_ring_create(uint32_t sq_size, uint32_t cq_size);
 
 /*
- * proto_ring_map - map fd's rings, each data area twice in a row.
+ * proto_ring_map - map fd's rings, each data area twice in a row, with the
+ * page tables filled in (MAP_POPULATE): no minor fault on the fast path.
  * Return: 0, -EINVAL (sizes), -EOPNOTSUPP (pages larger than the header), -errno.
  */
 int proto_ring_map(int fd, uint32_t sq_size, uint32_t cq_size, struct proto_ring_map *ret);

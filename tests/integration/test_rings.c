@@ -375,7 +375,7 @@ Test(rings, a_client_killed_mid_ring_is_torn_down)
 
 Test(rings, setup_checks_what_it_is_given)
 {
-	int fd = raw_connect(d.sock), good, unsealed, ev1, ev2, pfd[2], fds[3];
+	int fd = raw_connect(d.sock), good, unsealed, holes, ev1, ev2, pfd[2], fds[3];
 	const uint32_t sz = PROTO_RING_DEFAULT;
 
 	cr_assert_geq(fd, 0);
@@ -391,6 +391,17 @@ Test(rings, setup_checks_what_it_is_given)
 	cr_assert_eq(ftruncate(unsealed, (off_t)proto_ring_file_size(sz, sz)), 0);
 	fds[0] = unsealed, fds[1] = ev1, fds[2] = ev2;
 	cr_assert_eq(setup_with(fd, sz, sz, fds, 3), -EPERM);
+	/*
+	 * Sealed but with holes, all of it or its last page: the rings' pages are
+	 * the client's to allocate, not the daemon's to fault in later.
+	 */
+	holes = memfd_create("holes", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_eq(ftruncate(holes, (off_t)proto_ring_file_size(sz, sz)), 0);
+	cr_assert_eq(fcntl(holes, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	fds[0] = holes;
+	cr_assert_eq(setup_with(fd, sz, sz, fds, 3), -EINVAL);
+	cr_assert_eq(fallocate(holes, 0, 0, (off_t)proto_ring_file_size(sz, sz) - 4096), 0);
+	cr_assert_eq(setup_with(fd, sz, sz, fds, 3), -EINVAL);
 	/* A size that is not what the request says. */
 	fds[0] = good;
 	cr_assert_eq(setup_with(fd, sz * 2, sz, fds, 3), -EINVAL);
@@ -410,6 +421,7 @@ Test(rings, setup_checks_what_it_is_given)
 	cr_assert_eq(setup_with(fd, sz, sz, fds, 3), -EEXIST);
 	close(good);
 	close(unsealed);
+	close(holes);
 	close(ev1);
 	close(ev2);
 	close(pfd[0]);
