@@ -27,6 +27,7 @@ pkgs=(
 	linux-image-amd64     # guest kernel + rdma_rxe, virtio, 9p, overlay modules
 	busybox-static        # the initramfs' only binary
 	kmod cpio xz-utils    # modprobe (initramfs builder, guest); cpio; vmlinux extraction
+	zstd                  # vmlinux extraction of zstd kernels (tests/rxe/fetch-kernel.sh's 6.18)
 	rdma-core ibverbs-providers ibverbs-utils  # rdma tool, librxe, ibv_devinfo
 	iproute2              # ip link add ... type dummy in the guest
 	perftest              # bench/rxe: ib_write_bw, ib_write_lat baselines in the guest

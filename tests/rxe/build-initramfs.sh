@@ -5,11 +5,17 @@
 # Everything else (the RDMA modules, ip, rdma, the test programs) comes from
 # the host's / once the guest has mounted it, so the image stays small.
 #
-#   build-initramfs.sh KVER OUT
+#   build-initramfs.sh KVER OUT [KROOT]
+#
+# KROOT: the kernel's modules are under KROOT/lib/modules/KVER (a kernel
+# unpacked by fetch-kernel.sh) rather than this machine's /lib/modules.
 set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
-kver=${1:?usage: build-initramfs.sh KVER OUT}
-out=${2:?usage: build-initramfs.sh KVER OUT}
+kver=${1:?usage: build-initramfs.sh KVER OUT [KROOT]}
+out=${2:?usage: build-initramfs.sh KVER OUT [KROOT]}
+kroot=${3:-}
+modprobe=(modprobe -S "$kver")
+[ -z "$kroot" ] || modprobe+=(-d "$kroot")
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/iovad-rxe-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -23,7 +29,7 @@ install -m 755 "$here/guest/stage2.sh" "$stage/stage2.sh"
 order=$stage/lib/modules/load-order
 : >"$order"
 for top in virtio_pci 9pnet_virtio 9p overlay; do
-	deps=$(modprobe -S "$kver" --show-depends "$top") # fails if $top is unknown
+	deps=$("${modprobe[@]}" --show-depends "$top") # fails if $top is unknown
 	while read -r kind file _; do
 		[ "$kind" = insmod ] || continue # "builtin X": nothing to load
 		m=$(basename "$file")

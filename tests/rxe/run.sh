@@ -3,6 +3,8 @@
 # with gcc into BUILD_DIR (default build/rxe), run them in ONE rxe guest boot
 # through vm.sh, and print a summary with the wall time of the whole rxe part
 # (build + boot + checks). A boot costs seconds under TCG; a program, ~25 ms.
+# The guest kernel is vm.sh's choice (IOVAD_RXE_KROOT, IOVAD_RXE_KVER); the
+# summary names it.
 # Exit status: 0 if every check passed; vm.sh's 124/125 when the VM timed
 # out or could not start; 1 otherwise.
 set -uo pipefail
@@ -11,8 +13,10 @@ root=$(cd "$here/../.." && pwd)
 bdir=${1:-$root/build/rxe}
 t0=$(date +%s%N)
 
+kernel= # uname -r in the guest, once it ran
 summary() { # summary STATUS TEXT
 	local ms=$((($(date +%s%N) - t0) / 1000000))
+	[ -z "$kernel" ] || echo "rxe: guest kernel $kernel"
 	printf 'rxe: %s (wall %d.%03d s)\n' "$2" $((ms / 1000)) $((ms % 1000))
 	exit "$1"
 }
@@ -56,11 +60,13 @@ fi
 log=$bdir/rxe_check.log
 # shellcheck disable=SC2016 # expanded by the guest's bash
 (cd "$bdir" && "$here/vm.sh" \
-	'./rxe_check; rc=$?; ./rxe_module_test; r=$?; [ $rc != 0 ] || rc=$r
+	'echo "# guest kernel $(uname -r)"
+	./rxe_check; rc=$?; ./rxe_module_test; r=$?; [ $rc != 0 ] || rc=$r
 	'"$here"'/daemon_test.sh build/daemon/iovad ./rxe_client ./rxe_peer; r=$?; [ $rc != 0 ] || rc=$r
 	exit $rc') |
 	tee "$log"
 rc=${PIPESTATUS[0]}
+kernel=$(sed -n 's/^# guest kernel //p' "$log" | head -n1)
 nok=$(grep -c '^ok ' "$log")
 nbad=$(grep -c '^not ok ' "$log")
 # every plan ("1..N") of every program, added up: a program that stopped

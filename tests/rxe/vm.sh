@@ -20,6 +20,14 @@
 #                      whole is killed IOVAD_RXE_BOOT_SLACK (120) s later
 #   IOVAD_RXE_KVER     guest kernel version (default: the newest one in /boot
 #                      whose modules include rdma_rxe)
+#   IOVAD_RXE_KROOT    take the guest kernel and its modules from this dir
+#                      (DIR/boot/vmlinuz-KVER, DIR/usr/lib/modules/KVER, as
+#                      tests/rxe/fetch-kernel.sh leaves them) instead of this
+#                      machine's /boot and /lib/modules; KVER defaults to the
+#                      newest one in DIR/boot with rdma_rxe. E.g. a kernel
+#                      whose rxe has On-Demand Paging (6.15+):
+#                        tests/rxe/fetch-kernel.sh 6.18.15+deb13-amd64 DIR
+#                        IOVAD_RXE_KROOT=DIR tests/rxe/vm.sh 'COMMAND'
 #   IOVAD_RXE_MEM      guest MiB (2048)   IOVAD_RXE_SMP  guest vCPUs (2)
 #   IOVAD_RXE_PVH=0    boot the bzImage instead of the extracted vmlinux
 #   IOVAD_RXE_DEBUG=1  guest console on stderr, qemu wall time
@@ -49,33 +57,55 @@ for t in qemu-system-x86_64 modprobe cpio gzip xz timeout; do
 		die 125 "cannot start the VM: '$t' not found (run scripts/deps.sh)"
 done
 [ -x /bin/busybox ] || die 125 "cannot start the VM: no /bin/busybox (busybox-static)"
+# The guest kernel: this machine's, or one unpacked under IOVAD_RXE_KROOT
+# (absolute: the guest sees this machine's / and finds the modules there too).
+kroot=${IOVAD_RXE_KROOT:-}
+if [ -n "$kroot" ]; then
+	[ -d "$kroot" ] || die 125 "cannot start the VM: no kernel root $kroot (IOVAD_RXE_KROOT)"
+	kroot=$(cd "$kroot" && pwd -P)
+	modroot=$kroot/usr/lib/modules
+	hint=tests/rxe/fetch-kernel.sh
+else
+	modroot=/lib/modules
+	hint=linux-image-amd64
+fi
 kver=${IOVAD_RXE_KVER:-}
 if [ -z "$kver" ]; then
-	# the newest installed kernel that has rdma_rxe; sort -V orders versions
-	for k in $(printf '%s\n' /boot/vmlinuz-* | sort -rV); do
-		v=${k#/boot/vmlinuz-}
-		if [ -d "/lib/modules/$v/kernel/drivers/infiniband/sw/rxe" ]; then
+	# the newest kernel that has rdma_rxe; sort -V orders versions
+	for k in $(printf '%s\n' "$kroot"/boot/vmlinuz-* | sort -rV); do
+		v=${k#"$kroot"/boot/vmlinuz-}
+		if [ -d "$modroot/$v/kernel/drivers/infiniband/sw/rxe" ]; then
 			kver=$v
 			break
 		fi
 	done
 	[ -n "$kver" ] ||
-		die 125 "cannot start the VM: no /boot/vmlinuz-* with rdma_rxe (linux-image-amd64)"
+		die 125 "cannot start the VM: no $kroot/boot/vmlinuz-* with rdma_rxe ($hint)"
 fi
-kernel=/boot/vmlinuz-$kver
+kernel=$kroot/boot/vmlinuz-$kver
 [ -r "$kernel" ] || die 125 "cannot start the VM: no readable kernel $kernel"
-[ -d "/lib/modules/$kver/kernel/drivers/infiniband/sw/rxe" ] ||
-	die 125 "cannot start the VM: no rdma_rxe module for $kver"
+[ -d "$modroot/$kver/kernel/drivers/infiniband/sw/rxe" ] ||
+	die 125 "cannot start the VM: no rdma_rxe module for $kver in $modroot"
+if [ -n "$kroot" ]; then
+	[ -s "$modroot/$kver/modules.dep" ] ||
+		die 125 "cannot start the VM: no $modroot/$kver/modules.dep (tests/rxe/fetch-kernel.sh runs depmod)"
+	echo "rxe vm: guest kernel $kver from $kroot" >&2
+fi
 
 cache=${IOVAD_RXE_CACHE:-$root/build/rxe-cache}
 mkdir -p "$cache" || die 125 "cannot create cache dir $cache"
 cache=$(cd "$cache" && pwd)
 
+# Cache files are per kernel; one from a kernel root is also per root, so it
+# never stands for this machine's kernel of the same version.
+ckey=$kver
+[ -z "$kroot" ] || ckey=$kver-kroot-$(printf '%s' "$kroot" | md5sum | cut -c1-8)
+
 # --- initramfs, rebuilt when missing or older than its sources or kernel ---
-initrd=$cache/initramfs-$kver.cpio.gz
+initrd=$cache/initramfs-$ckey.cpio.gz
 for src in "$here/build-initramfs.sh" "$here/guest/init" "$here/guest/stage2.sh" "$kernel"; do
 	if [ ! -s "$initrd" ] || [ "$src" -nt "$initrd" ]; then
-		"$here/build-initramfs.sh" "$kver" "$initrd" ||
+		"$here/build-initramfs.sh" "$kver" "$initrd" "$kroot" ||
 			die 125 "cannot start the VM: building the initramfs failed"
 		break
 	fi
@@ -83,16 +113,27 @@ done
 
 # --- the uncompressed vmlinux, booted through its PVH ELF note ---
 # Under TCG this skips the real-mode setup and the in-guest decompression
-# (~2 s a boot). The bzImage holds one xz stream: find its magic, unpack it.
+# (~2 s a boot). The bzImage's setup header (boot protocol 2.08+) locates its
+# one compressed stream, xz (Debian 12) or zstd (Debian 13), which is
+# followed by 4 bytes of size: cut out the stream exactly, unpack it.
 bootk=$kernel
 if [ "${IOVAD_RXE_PVH:-1}" = 1 ]; then
-	vmlinux=$cache/vmlinux-$kver
+	vmlinux=$cache/vmlinux-$ckey
 	if [ ! -s "$vmlinux" ] || [ "$kernel" -nt "$vmlinux" ]; then
-		off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$kernel" | head -n1 | cut -d: -f1)
+		hdr() { od -An -tu"$2" -j "$1" -N"$2" "$kernel" | tr -d ' '; } # hdr OFFSET BYTES
+		payload() { # payload N: the first N bytes of the compressed stream
+			dd if="$kernel" bs=64K iflag=skip_bytes,count_bytes status=none \
+				skip=$(((${setup_sects:-0} + 1) * 512 + ${payload_offset:-0})) count="$1"
+		}
+		setup_sects=$(hdr 0x1f1 1) payload_offset=$(hdr 0x248 4) payload_length=$(hdr 0x24c 4)
+		case $(payload 4 | od -An -tx1 | tr -d ' ') in
+		fd377a58) unpack=xz ;;
+		28b52ffd) unpack=zstd ;;
+		*) unpack= ;;
+		esac
 		tmp=$vmlinux.tmp.$$
-		# (xz stops after the stream: tail's SIGPIPE must not count, hence no pipe)
-		if [ -n "$off" ] &&
-			xz -dcq --single-stream <(tail -c +$((off + 1)) "$kernel") >"$tmp" &&
+		if [ -n "$unpack" ] &&
+			"$unpack" -dcq <(payload $((${payload_length:-4} - 4))) >"$tmp" &&
 			[ "$(head -c4 "$tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
 			mv "$tmp" "$vmlinux"
 		else
@@ -140,6 +181,7 @@ pwd -P >"$run/cwd"
 echo "$timeout_s" >"$run/timeout"
 echo rxenet0 >"$run/netdev"
 echo 10.77.0.1 >"$run/ip"
+echo "$kroot" >"$run/kroot" # empty: the modules of this machine's /lib/modules
 : >"$run/stdout"
 : >"$run/stderr"
 : >"$run/console.log"

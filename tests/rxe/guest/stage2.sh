@@ -1,7 +1,8 @@
 #!/bin/sh
 # PID 1 of the rxe guest after switch_root (root = the host's / read-only
 # over 9p + a tmpfs overlay; host's dash runs this). It loads the RDMA modules
-# from the host's /lib/modules, creates a dummy netdev with an IPv4 address,
+# from the host's /lib/modules (or from the kernel root vm.sh was given with
+# IOVAD_RXE_KROOT, bound there), creates a dummy netdev with an IPv4 address,
 # binds soft-RoCE rxe0 to it, runs the command the host left in
 # /run/iovad-rxe/cmd with bash under a timeout, stores the exit status in
 # /run/iovad-rxe/rc and powers off. Setup failures go to .../setup_failed.
@@ -27,6 +28,18 @@ read -r NETDEV <"$X/netdev" || NETDEV=rxenet0
 read -r IP <"$X/ip" || IP=10.77.0.1
 read -r TMO <"$X/timeout" || TMO=300
 read -r CWD <"$X/cwd" || fail "no cwd"
+read -r KROOT <"$X/kroot" || KROOT=
+KREL=$(uname -r)
+
+# A kernel that is not this machine's: its modules are under KROOT (the
+# host's path, seen here through 9p); /lib/modules/KREL is in the tmpfs upper
+# layer, so the bind mount changes nothing on the host.
+if [ -n "$KROOT" ]; then
+	[ -d "$KROOT/usr/lib/modules/$KREL" ] || fail "no $KROOT/usr/lib/modules/$KREL for kernel $KREL"
+	mkdir -p "/lib/modules/$KREL" || fail "mkdir /lib/modules/$KREL"
+	mount --bind "$KROOT/usr/lib/modules/$KREL" "/lib/modules/$KREL" ||
+		fail "cannot bind $KROOT/usr/lib/modules/$KREL on /lib/modules/$KREL"
+fi
 
 # No udev here: load what a real system would load on demand. ib_uverbs
 # creates /dev/infiniband/uverbsN through devtmpfs.
@@ -51,7 +64,7 @@ done
 GIDX=${GIDX##*/}
 [ -c /dev/infiniband/uverbs0 ] || fail "/dev/infiniband/uverbs0 missing"
 export RXE_DEV=rxe0 RXE_NETDEV="$NETDEV" RXE_IP="$IP" RXE_GID_IDX="$GIDX"
-say "rxe0 on $NETDEV ip=$IP gid_index=$GIDX at $(cut -d' ' -f1 /proc/uptime)s"
+say "rxe0 on $NETDEV ip=$IP gid_index=$GIDX kernel $KREL at $(cut -d' ' -f1 /proc/uptime)s"
 
 cd "$CWD" || fail "cannot cd to $CWD in the guest"
 timeout -k 5 "$TMO" /bin/bash "$X/cmd" </dev/null >>"$X/stdout" 2>>"$X/stderr"
