@@ -464,6 +464,13 @@ static int device_key(struct parse *p, struct cfg_device *d, const char *k, cons
 		if (!*v || strlen(v) >= CFG_NAME_MAX)
 			return BAD(k, v, "an RDMA device name");
 		strcpy(d->rdma_device, v);
+	} else if (!strcmp(k, "odp")) {
+		if (!strcmp(v, "auto"))
+			d->odp_emulate = false;
+		else if (!strcmp(v, "emulate"))
+			d->odp_emulate = true;
+		else
+			return BAD(k, v, "auto or emulate");
 	} else {
 		return fail(p, -EINVAL, "unknown key '%s' in [device %s]", k, d->name);
 	}
@@ -746,6 +753,11 @@ static int resolve(struct parse *p)
 			return fail(p, -EINVAL, "device %s: rdma_device needs backend = rxe",
 				    d->name);
 		}
+		if (d->backend != DEV_BACKEND_RXE && d->odp_emulate) {
+			p->line = d->line;
+			return fail(p, -EINVAL, "device %s: odp = emulate needs backend = rxe",
+				    d->name);
+		}
 	}
 	/* Peers reach MRs only through an rxe device's PD: without one there is nothing. */
 	if (c->rdma_listen_host[0]) {
@@ -865,7 +877,8 @@ void config_print(const struct config *c, FILE *f)
 			"coherent = %s\npci = %s\n", d->name, d->domain, d->dma_mask_bits,
 			yn(!d->untrusted), yn(!d->non_coherent), yn(!d->not_pci));
 		if (d->backend == DEV_BACKEND_RXE)
-			fprintf(f, "backend = rxe\nrdma_device = %s\n", d->rdma_device);
+			fprintf(f, "backend = rxe\nrdma_device = %s\nodp = %s\n", d->rdma_device,
+				d->odp_emulate ? "emulate" : "auto");
 		else
 			fprintf(f, "backend = sim\n");
 	}

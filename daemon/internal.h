@@ -62,6 +62,7 @@ struct dev_entry {
 	struct dom_device *dev;
 	struct dom_domain *dom;
 	struct rxe_dev *rxe;     /* backend = rxe: DMA is RDMA through it; NULL: the engine's */
+	bool odp_mr;             /* rxe with ODP, odp = auto: an ODP region is one ODP MR */
 	bool merge_links;        /* [domain] merge_links: contiguous LINKs of a batch, one call */
 };
 

@@ -23,10 +23,13 @@
  * the fault is raised again rather than mapped (the kernel's
  * mmu_interval_read_retry, stretched over a round trip to the client).
  *
- * On an rxe device (no ODP in rxe) the same service is the emulation: the
- * access is an RDMA operation with the rkey of the region's MR at the IOVA,
- * a remote access error parks it as a fault would, and what the service
- * maps becomes MRs before the retry (see odp_mrs_sync).
+ * On an rxe device without ODP (Linux before 6.15) the same service is
+ * the emulation: the access is an RDMA operation with the rkey of the
+ * region's MR at the IOVA, a remote access error parks it as a fault would,
+ * and what the service maps becomes MRs before the retry (see
+ * odp_mrs_sync). On an rxe device with ODP ([device] odp = auto) a region is
+ * one ODP MR instead, and the device faults its pages in itself through the
+ * kernel (see odp_mr_reg); the service then only prefetches into it.
  *
  * Bounds: a client has at most lim.max_inflight accesses parked for the
  * daemon's own service; beyond that its connection stops being read until
@@ -41,6 +44,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "rxe.h"
@@ -56,7 +61,8 @@ struct sess_odp {
 	uint64_t mem_off;          /* explicit: byte of mem at region offset 0 */
 	uint64_t user_faults;
 	uint64_t user_fault_timeouts;
-	struct mr_set mrs;         /* rxe device: MRs over mapped granules */
+	struct mr_set mrs;         /* rxe device, emulated: MRs over mapped granules */
+	struct rxe_mr *omr;        /* rxe device with ODP: the region's one ODP MR */
 	struct odp_region r;
 };
 
@@ -310,6 +316,89 @@ static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 	return ret;
 }
 
+/* ==== rxe with ODP: the region as one ODP MR ================================================= */
+
+/*
+ * On a device with ODP the region is one ODP MR over the daemon's mapping
+ * of its memory, at the region's IOVA, with the rights it was registered
+ * with: nothing is pinned, and the device faults pages in itself through
+ * the kernel (hmm), as a NIC with ODP does; a remote peer reaches any byte
+ * of the region. The engine's page table still serves the region's other
+ * devices and its prefetches, and what iovad prefetches it also prefetches
+ * into the MR (ibv_advise_mr). An invalidation drops the daemon's PTEs over
+ * the range (MADV_DONTNEED on its MAP_SHARED mapping: the bytes stay in the
+ * file), and the kernel's MMU notifier invalidates the MR's pages, so the
+ * device's next access faults again. Regions whose faults must reach
+ * iovad (IOVAD_ODP_USER_FAULTS: the client fills pages first) and implicit
+ * ones (many objects, no one range to register) stay on the emulation.
+ * Return: true if o is now an ODP MR region.
+ */
+static bool odp_mr_reg(struct sess_odp *o)
+{
+	unsigned int acc = 0;
+	int r;
+
+	if (!o->e->odp_mr || (o->flags & (PROTO_ODP_IMPLICIT | PROTO_ODP_USER_FAULTS)) || !o->mem)
+		return false;
+	if (o->access & PROTO_ODP_ACCESS_DEVICE_READ)
+		acc |= RXE_ACC_READ;
+	if (o->access & PROTO_ODP_ACCESS_DEVICE_WRITE)
+		acc |= RXE_ACC_WRITE;
+	r = rxe_mr_reg_odp(o->e->rxe, o->mem->obj->va + o->mem_off, o->r.size, o->r.st.addr, acc,
+			   &o->omr);
+	if (r) {
+		log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
+			 " + %#" PRIx64 " as an ODP MR (%s): the region is emulated",
+			 o->sess->id, rxe_name(o->e->rxe), o->r.st.addr, o->r.size, strerror(-r));
+		o->omr = NULL;
+		return false;
+	}
+	return true;
+}
+
+/* The engine mapped [lo, hi) of an ODP MR region: fault it into the MR too. */
+static void odp_mr_prefetch(struct sess_odp *o, uint64_t lo, uint64_t hi)
+{
+	unsigned int acc = granule_acc(o, lo);
+	int r;
+
+	if (!acc || lo >= hi)
+		return;
+	r = rxe_mr_prefetch(o->e->rxe, o->omr, o->r.st.addr + lo, hi - lo,
+			    (acc & RXE_ACC_WRITE) != 0);
+	if (r)
+		log_debug("session %" PRIu64 ": %s: prefetch of ODP IOVA %#" PRIx64 " + %#" PRIx64
+			  ": %s",
+			  o->sess->id, rxe_name(o->e->rxe), o->r.st.addr + lo, hi - lo,
+			  strerror(-r));
+}
+
+/* An ODP MR region's [off, end) was invalidated: the device must fault it again. */
+static void odp_mr_invalidate(struct sess_odp *o, uint64_t off, uint64_t end)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uint8_t *va;
+	uint64_t lo, hi;
+
+	if (!o->mem || pg <= 0)
+		return;
+	va = o->mem->obj->va + o->mem_off;
+	/* Whole pages of the daemon's mapping, inside the region. */
+	lo = (o->mem_off + off + (uint64_t)pg - 1) & ~((uint64_t)pg - 1);
+	hi = (o->mem_off + end) & ~((uint64_t)pg - 1);
+	if (lo >= hi)
+		return;
+	if (madvise(va - o->mem_off + lo, hi - lo, MADV_DONTNEED))
+		log_warn("session %" PRIu64 ": madvise(MADV_DONTNEED) of an ODP MR's pages: %s",
+			 o->sess->id, strerror(errno));
+}
+
+static void odp_mr_dereg(struct sess_odp *o)
+{
+	rxe_mr_dereg(o->omr);
+	o->omr = NULL;
+}
+
 /*
  * The engine served [off, off + len) of the region (its window): MRs over
  * that range go (a write fault may have upgraded read-only granules, which
@@ -323,6 +412,10 @@ static void odp_mrs_sync(struct sess_odp *o, uint64_t off, uint64_t len)
 		return;
 	lo = off & ~(g - 1);
 	hi = len > o->r.size - off ? o->r.size : (off + len + g - 1) & ~(g - 1);
+	if (o->omr) {
+		odp_mr_prefetch(o, lo, hi);
+		return;
+	}
 	mr_set_drop(&o->mrs, lo, hi, &lo, &hi, NULL, NULL);
 	(void)odp_mrs_put(o, lo, hi);
 }
@@ -350,6 +443,12 @@ bool odp_rxe_key(struct session *s, const struct dev_entry *e, uint64_t iova, ui
 	if (!o || !e->rxe)
 		return false;
 	off = iova - o->r.st.addr;
+	if (o->omr) {
+		/* The device faults the region in itself: one MR to its end. */
+		*rkey = rxe_mr_rkey(o->omr);
+		*left = o->r.size - off;
+		return true;
+	}
 	m = mr_set_at(&o->mrs, off, &next);
 	if (m) {
 		*rkey = rxe_mr_rkey(m->mr);
@@ -370,6 +469,12 @@ bool odp_rxe_mr(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 
 	if (!o || !e->rxe)
 		return false;
+	if (o->omr) {
+		*rkey = rxe_mr_rkey(o->omr);
+		*mr_iova = o->r.st.addr;
+		*mr_len = o->r.size;
+		return true;
+	}
 	m = mr_set_at(&o->mrs, iova - o->r.st.addr, NULL);
 	if (!m)
 		return false;
@@ -390,9 +495,11 @@ static void invalidate_clipped(struct sess_odp *o, uint64_t off, uint64_t len)
 	off &= ~(g - 1);
 	end = (end + g - 1) & ~(g - 1);
 	/* rxe: the MRs go first, then the pages; what stays mapped is registered again. */
-	if (o->e->rxe)
+	if (o->e->rxe && !o->omr)
 		mr_set_drop(&o->mrs, off, end, &rlo, &rhi, NULL, NULL);
 	(void)odp_invalidate(&o->r, off, end - off);
+	if (o->omr)
+		odp_mr_invalidate(o, off, end);
 	if (rlo < rhi)
 		(void)odp_mrs_put(o, rlo, rhi);
 }
@@ -422,9 +529,14 @@ static void invalidate_mem_range(struct session *s, const struct sess_mem *m, ui
 void odp_mem_removed(struct session *s, struct sess_mem *m)
 {
 	invalidate_mem_range(s, m, 0, m->obj->size);
-	for (uint32_t i = 0; i < s->nodp_slots; i++)
-		if (s->odps[i] && s->odps[i]->mem == m)
+	for (uint32_t i = 0; i < s->nodp_slots; i++) {
+		if (s->odps[i] && s->odps[i]->mem == m) {
+			/* An ODP MR follows the address: it must not see what is mapped there next.
+			 */
+			odp_mr_dereg(s->odps[i]);
 			s->odps[i]->mem = NULL; /* later faults find nothing: -EFAULT */
+		}
+	}
 	for (uint32_t i = 0; i < s->nby_slot; i++) {
 		if (s->by_slot[i] != m)
 			continue;
@@ -545,6 +657,7 @@ int odp_handle_reg(struct session *s, const struct proto_req *req)
 				 .span = o->r.size, .o = o };
 	o->handle = slot + 1;
 	o->access = q->access;
+	(void)odp_mr_reg(o);
 	s->odps[slot] = o;
 	s->nodps++;
 	s->iova_bytes += o->r.size;
@@ -1254,6 +1367,7 @@ static void region_release(struct session *s, struct sess_odp *o, bool answer)
 	}
 	/* rxe: no MR may outlive the mapping under it. */
 	mr_set_clear(&o->mrs);
+	odp_mr_dereg(o);
 	/* The span first: fini zeroes the state the lookup is keyed by. */
 	sp = svec_find(&s->odp_spans, o->e->dom_index, o->r.st.addr);
 	if (sp)

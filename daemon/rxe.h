@@ -51,6 +51,39 @@ struct ibv_pd *rxe_pd(const struct rxe_dev *d);
 int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
 	       struct rxe_mr **ret);
 uint32_t rxe_mr_rkey(const struct rxe_mr *mr);
+
+/*
+ * Whether ODP MRs are used on the device: it advertises ODP that remote READ
+ * and WRITE can fault in (rxe: Linux 6.15+), and an ODP MR passed rxe_open's
+ * check (bytes land where they were sent and come back). rxe_odp_advertised
+ * says whether the device advertises it, and in *why why it is not used.
+ */
+bool rxe_has_odp(const struct rxe_dev *d);
+bool rxe_odp_advertised(const struct rxe_dev *d, const char **why);
+
+/*
+ * rxe_mr_reg_odp - rxe_mr_reg as an ODP MR (IBV_ACCESS_ON_DEMAND): nothing is
+ * pinned, the device faults pages in on access through the kernel (hmm),
+ * and a change of the mapping under va (munmap, MADV_DONTNEED, a hole
+ * punched in the file) invalidates them through the MMU notifier. The MR
+ * must be deregistered before [va, va + len) is unmapped: an ODP MR
+ * follows the address, and would fault in whatever is mapped there next.
+ * Return: 0 and *ret, -EOPNOTSUPP without ODP, -EINVAL, -errno.
+ */
+int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+		   struct rxe_mr **ret);
+
+/*
+ * rxe_mr_prefetch - fault [iova, iova + len) of ODP MR mr in now
+ * (ibv_advise_mr PREFETCH or PREFETCH_WRITE, synchronous), so that the
+ * device's next access does not fault. Where the provider has no
+ * advise_mr, the device reads the range once instead.
+ * Return: 0 or -errno.
+ */
+int rxe_mr_prefetch(struct rxe_dev *d, const struct rxe_mr *mr, uint64_t iova, size_t len,
+		    bool write);
+/* false once ibv_advise_mr said EOPNOTSUPP (prefetches are reads through the MR since). */
+bool rxe_advise_works(const struct rxe_dev *d);
 /* NULL-safe. */
 void rxe_mr_dereg(struct rxe_mr *mr);
 

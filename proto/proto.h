@@ -121,6 +121,7 @@ enum proto_opcode {
 #define PROTO_DEV_NON_COHERENT 0x4u
 #define PROTO_DEV_LAZY         0x8u
 #define PROTO_DEV_VISIBLE_ON_LINK 0x10u
+#define PROTO_DEV_ODP_MR 0x20u /* rxe with ODP: an ODP region is one ODP MR */
 
 /* DMA directions and attributes, as the kernel's (and domain.h's). */
 #define PROTO_DIR_MAX 2u

@@ -8,7 +8,9 @@
 #                              systemd units checked offline, and the rxe
 #                              checks on soft-RoCE in a qemu guest (tests/rxe:
 #                              the verbs facts, the daemon's verbs module, and
-#                              the daemon with an rxe-backed device), a short
+#                              the daemon with an rxe-backed device) on two guest
+#                              kernels (Debian 12's 6.1, and a 6.18 whose rxe
+#                              advertises ODP, fetched once), a short
 #                              soak (1000 clients), the daemon killed with SIGKILL at
 #                              random points under a state journal (restart) and
 #                              a bounded AFL++ run
@@ -203,21 +205,42 @@ run_bench() {
 	fi
 }
 
-run_rxe() {
-	# Real verbs: soft-RoCE in a qemu guest (tests/rxe/run.sh). One check.
-	# A VM that cannot start fails the part: there is no silent skip.
-	local rc
-	echo "== rxe: rxe_check, rxe_module_test, the daemon on rxe0 (tests/rxe/run.sh)"
-	"$root/tests/rxe/run.sh"
+# The second rxe guest kernel: one whose rxe advertises ODP (Linux 6.15+), from
+# Debian's trixie-backports (tests/rxe/fetch-kernel.sh; the host keeps its own).
+RXE_ODP_KVER=${IOVAD_RXE_ODP_KVER:-6.18.15+deb13-amd64}
+
+rxe_part() { # rxe_part NAME COMMAND...: one rxe run, counted as one check
+	local name=$1 rc
+	shift
+	"$@"
 	rc=$?
 	if [ "$rc" -eq 0 ]; then
 		passed=$((passed + 1))
 	else
 		case $rc in
-		124) echo "== rxe: FAILED (timeout)" ;;
-		125) echo "== rxe: FAILED (the rxe VM could not start; see the 'rxe vm:' lines)" ;;
-		*) echo "== rxe: FAILED (exit $rc)" ;;
+		124) echo "== rxe ($name): FAILED (timeout)" ;;
+		125) echo "== rxe ($name): FAILED (the rxe VM could not start; see the 'rxe vm:' lines)" ;;
+		*) echo "== rxe ($name): FAILED (exit $rc)" ;;
 		esac
+		failed=$((failed + 1))
+	fi
+}
+
+run_rxe() {
+	# Real verbs: soft-RoCE in a qemu guest (tests/rxe/run.sh), on two kernels:
+	# Debian 12's 6.1 (rxe without ODP: the emulation), and RXE_ODP_KVER, whose
+	# rxe advertises ODP (iovad checks its ODP MRs before it trusts them).
+	# A VM that cannot start, or a kernel that cannot be fetched, fails the
+	# part: there is no silent skip.
+	local kroot=$root/build/rxe-kernels/$RXE_ODP_KVER
+	echo "== rxe: rxe_check, rxe_module_test, the daemon on rxe0 (tests/rxe/run.sh), Debian 12's kernel"
+	rxe_part "default kernel" "$root/tests/rxe/run.sh"
+	echo "== rxe: the same on $RXE_ODP_KVER (rxe with ODP)"
+	if "$root/tests/rxe/fetch-kernel.sh" "$RXE_ODP_KVER" "$kroot"; then
+		rxe_part "$RXE_ODP_KVER" env IOVAD_RXE_KROOT="$kroot" \
+			"$root/tests/rxe/run.sh" "$root/build/rxe-odp"
+	else
+		echo "== rxe ($RXE_ODP_KVER): FAILED (cannot fetch the kernel)"
 		failed=$((failed + 1))
 	fi
 }

@@ -124,6 +124,195 @@ static uint64_t dev_faults(struct iovad_dev *dev)
 }
 
 /*
+ * ODP emulated on an rxe without ODP (10 checks): nothing registered until the device
+ * touches it; each fault goes through iovad's fault service and becomes MRs.
+ */
+static void odp_emulated(struct iovad_dev *dev, struct iovad_mem *mem, uint8_t *cpu,
+			 const uint8_t *src, uint8_t *dst, int base)
+{
+	struct iovad_odp *odp = NULL;
+	struct iovad_odp_stats os = { 0 };
+	uint64_t oiova = 0;
+	uint32_t rkey = 0;
+	bool same, zero = true;
+	int r, n;
+
+	for (int i = 0; i < ODP_LEN; i++)
+		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
+	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
+			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
+	if (!r)
+		oiova = iovad_odp_iova(odp);
+	n = daemon_mrs();
+	tap(!r && n == base, "ODP region of %d KiB at iova %#llx: %s, MRs %d (none for it)",
+	    ODP_LEN >> 10, (unsigned long long)oiova, ename(r), n);
+	memset(dst, 0, LEN);
+	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x1000 + 100, 512);
+	tap(!r && same, "device read faults in through the emulation: %s, bytes %s", ename(r),
+	    same ? "the client's" : "WRONG");
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(os.page_faults_handled == 1 && os.page_faults == WINDOW / 4096 && n == base + 1,
+	    "counters: page_faults_handled %llu, page_faults %llu, mapped %llu; MRs %d",
+	    (unsigned long long)os.page_faults_handled, (unsigned long long)os.page_faults,
+	    (unsigned long long)os.mapped_bytes, n);
+	r = iovad_mem_discard(mem, ODP_OFF, WINDOW);
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(!r && n == base && os.page_invalidations == WINDOW / 4096 && !os.mapped_bytes,
+	    "discard the window: %s, MRs %d, page_invalidations %llu", ename(r), n,
+	    (unsigned long long)os.page_invalidations);
+	memset(dst, 0xaa, LEN);
+	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	for (int i = 0; i < 512; i++)
+		zero &= !dst[i];
+	iovad_odp_stats(odp, &os);
+	tap(!r && zero && os.page_faults_handled == 2,
+	    "read after discard faults again: %s, bytes %s, page_faults_handled %llu", ename(r),
+	    zero ? "zeros" : "NOT zeros", (unsigned long long)os.page_faults_handled);
+	/* the window is mapped read-only now: rxe refuses the write, the service upgrades */
+	r = iovad_dev_dma_write(dev, oiova + 0x2000 + 3, src, 3000);
+	same = !memcmp(cpu + ODP_OFF + 0x2000 + 3, src, 3000) && !cpu[ODP_OFF + 0x2000 + 2] &&
+	       !cpu[ODP_OFF + 0x2000 + 3003];
+	iovad_odp_stats(odp, &os);
+	n = daemon_mrs();
+	tap(!r && same && os.page_faults_handled == 3 && os.perm_upgrades > 0 && n == base + 1,
+	    "device write after it: %s, client's memory %s, handled %llu, upgrades %llu, MRs %d",
+	    ename(r), same ? "byte-exact" : "WRONG", (unsigned long long)os.page_faults_handled,
+	    (unsigned long long)os.perm_upgrades, n);
+	/* a hole in the middle: the MR goes, what stays mapped is registered again around it */
+	r = iovad_odp_invalidate(odp, 0x8000, 0x1000);
+	n = daemon_mrs();
+	memset(dst, 0, LEN);
+	if (!r)
+		r = iovad_dev_dma_read(dev, oiova + 0x7000, dst, 0x1000);
+	iovad_odp_stats(odp, &os);
+	tap(!r && n == base + 2 && os.page_faults_handled == 3 &&
+		    !memcmp(dst, cpu + ODP_OFF + 0x7000, 0x1000),
+	    "invalidate one page inside: %s, MRs %d (both sides), the page before it "
+	    "reads without a fault (handled %llu)",
+	    ename(r), n, (unsigned long long)os.page_faults_handled);
+	r = iovad_dev_dma_read(dev, oiova + 0x7800, dst, 0x1000);
+	iovad_odp_stats(odp, &os);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x7800, 0x1000);
+	tap(!r && same && os.page_faults_handled == 4,
+	    "a read across into the hole faults it back in: %s, bytes %s, handled %llu", ename(r),
+	    same ? "exact" : "WRONG", (unsigned long long)os.page_faults_handled);
+	r = iovad_iova_rkey(dev, oiova + 0x7000, &rkey);
+	tap(!r, "iova_rkey in a faulted-in ODP window: %s, rkey %#x", ename(r), rkey);
+	r = iovad_odp_dereg(odp);
+	n = daemon_mrs();
+	tap(!r && n == base, "ODP dereg: %s, MRs %d (back to %d)", ename(r), n, base);
+}
+
+/*
+ * ODP on an rxe with ODP (Linux 6.15+; 10 checks): the region is one ODP MR at once, and
+ * the device faults pages in itself, never through iovad's fault service; a remote peer
+ * reaches any byte of it; iovad's prefetch and invalidation reach the MR (the device
+ * faults an invalidated page again, and sees what the memory holds then); a read-only
+ * region refuses a device write.
+ */
+static void odp_device_faults(struct iovad_dev *dev, struct iovad_mem *mem, uint8_t *cpu,
+			      const uint8_t *src, uint8_t *dst, int base)
+{
+	struct iovad_odp *odp = NULL, *ro = NULL;
+	struct iovad_odp_stats os = { 0 };
+	struct iovad_fault f = { 0 };
+	uint64_t oiova = 0, inv0;
+	uint32_t rkey = 0, rkey2 = 0;
+	bool same, zero = true;
+	int r, r2, n;
+
+	for (int i = 0; i < ODP_LEN; i++)
+		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
+	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
+			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
+	if (!r)
+		oiova = iovad_odp_iova(odp);
+	n = daemon_mrs();
+	tap(!r && n == base + 1,
+	    "ODP region of %d KiB at iova %#llx on a device with ODP: %s, "
+	    "MRs %d (one ODP MR at once)",
+	    ODP_LEN >> 10, (unsigned long long)oiova, ename(r), n);
+	memset(dst, 0, LEN);
+	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x1000 + 100, 512);
+	iovad_odp_stats(odp, &os);
+	tap(!r && same && os.page_faults_handled == 0 && os.mapped_bytes == 0,
+	    "device read of a page nobody mapped: %s, bytes %s, iovad's faults handled %llu "
+	    "(the device faulted it in itself)",
+	    ename(r), same ? "the client's" : "WRONG", (unsigned long long)os.page_faults_handled);
+	r = iovad_iova_rkey(dev, oiova, &rkey);
+	if (!r)
+		r = iovad_iova_rkey(dev, oiova + ODP_LEN - 1, &rkey2);
+	r2 = iovad_iova_rkey(dev, oiova + ODP_LEN, &rkey2);
+	tap(!r && rkey == rkey2 && r2 == -ENOENT,
+	    "iova_rkey at both ends of the region: %s, rkey %#x (one MR), past its end %s",
+	    ename(r), rkey, ename(r2));
+	if (peer_argv) {
+		r2 = peer_run(oiova + 0x30000, rkey, 4096, 61);
+		tap(r2 == 0 && peer_bytes(cpu + ODP_OFF + 0x30000, 4096, 61),
+		    "a remote peer writes and reads a page of the region nobody mapped: exit %d, "
+		    "client's memory %s",
+		    r2, peer_bytes(cpu + ODP_OFF + 0x30000, 4096, 61) ? "has its bytes" : "WRONG");
+	} else {
+		tap(true, "# SKIP no peer given (PEER ADDR PORT)");
+	}
+	r = iovad_mem_discard(mem, ODP_OFF, WINDOW);
+	memset(dst, 0xaa, LEN);
+	r2 = r ? r : iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
+	for (int i = 0; i < 512; i++)
+		zero &= !dst[i];
+	n = daemon_mrs();
+	iovad_odp_stats(odp, &os);
+	tap(!r && !r2 && zero && n == base + 1 && os.page_faults_handled == 0,
+	    "discard a window, read it again: %s / %s, bytes %s, MRs %d, faults handled %llu",
+	    ename(r), ename(r2), zero ? "zeros" : "NOT zeros", n,
+	    (unsigned long long)os.page_faults_handled);
+	r = iovad_dev_dma_write(dev, oiova + 0x2000 + 3, src, 3000);
+	same = !memcmp(cpu + ODP_OFF + 0x2000 + 3, src, 3000) && !cpu[ODP_OFF + 0x2000 + 2] &&
+	       !cpu[ODP_OFF + 0x2000 + 3003];
+	iovad_odp_stats(odp, &os);
+	tap(!r && same && os.page_faults_handled == 0,
+	    "device write into the discarded window: %s, client's memory %s, handled %llu",
+	    ename(r), same ? "byte-exact" : "WRONG", (unsigned long long)os.page_faults_handled);
+	r = iovad_odp_advise(odp, IOVAD_ADVISE_PREFETCH_WRITE, 0x10000, 0x10000,
+			     IOVAD_ADVISE_FLAG_FLUSH);
+	iovad_odp_stats(odp, &os);
+	tap(!r && os.page_prefetch == 16 && os.mapped_bytes == 0x10000,
+	    "prefetch 64 KiB for writes (ibv_advise_mr): %s, page_prefetch %llu, mapped %llu",
+	    ename(r), (unsigned long long)os.page_prefetch, (unsigned long long)os.mapped_bytes);
+	inv0 = os.page_invalidations;
+	r = iovad_odp_invalidate(odp, 0x10000, 0x1000);
+	cpu[ODP_OFF + 0x10000 + 5] ^= 0x5a;
+	memset(dst, 0, LEN);
+	r2 = r ? r : iovad_dev_dma_read(dev, oiova + 0x10000, dst, 0x1000);
+	iovad_odp_stats(odp, &os);
+	same = !memcmp(dst, cpu + ODP_OFF + 0x10000, 0x1000);
+	tap(!r && !r2 && same && os.page_invalidations == inv0 + 1 && os.page_faults_handled == 0,
+	    "invalidate one prefetched page, change it, read it: %s / %s, bytes %s, "
+	    "invalidations +%llu",
+	    ename(r), ename(r2), same ? "current" : "WRONG",
+	    (unsigned long long)(os.page_invalidations - inv0));
+	/* the same bytes again, registered for device reads only */
+	r = iovad_odp_reg(dev, mem, ODP_OFF + ODP_LEN, 0x10000, IOVAD_ACCESS_DEVICE_READ, 0, &ro);
+	memcpy(dst, cpu + ODP_OFF + ODP_LEN, 64);
+	r2 = r ? r : iovad_dev_dma_write(dev, iovad_odp_iova(ro) + 0x100, src, 64);
+	iovad_dev_last_fault(dev, &f);
+	tap(!r && r2 == -EFAULT && f.iova == iovad_odp_iova(ro) + 0x100 && f.access == 2 &&
+		    !memcmp(dst, cpu + ODP_OFF + ODP_LEN, 64),
+	    "a device write to a read-only region: %s, fault at %#llx (access %u), memory "
+	    "unchanged",
+	    ename(r2), (unsigned long long)f.iova, f.access);
+	r = iovad_odp_dereg(odp);
+	r2 = ro ? iovad_odp_dereg(ro) : -EBADF;
+	n = daemon_mrs();
+	tap(!r && !r2 && n == base, "ODP dereg of both: %s / %s, MRs %d (back to %d)", ename(r),
+	    ename(r2), n, base);
+}
+
+/*
  * One of several clients at once (a child process): its own session, memory and state of
  * two windows, a peer on each at the same time. Return: 0 if both peers' bytes landed.
  */
@@ -369,79 +558,11 @@ int main(int argc, char **argv)
 	    "unmap_phys: %s, MRs %d (back to %d), DMA read %s, reason %u, iova_rkey -ENOENT",
 	    ename(r), n, base, ename(r2), f.reason);
 
-	/* ODP: nothing registered until the device touches it */
-	struct iovad_odp *odp = NULL;
-	struct iovad_odp_stats os = { 0 };
-	uint64_t oiova = 0;
-	bool zero = true;
-
-	for (int i = 0; i < ODP_LEN; i++)
-		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
-	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
-			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
-	if (!r)
-		oiova = iovad_odp_iova(odp);
-	n = daemon_mrs();
-	tap(!r && n == base, "ODP region of %d KiB at iova %#llx: %s, MRs %d (none for it)",
-	    ODP_LEN >> 10, (unsigned long long)oiova, ename(r), n);
-	memset(dst, 0, LEN);
-	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
-	same = !memcmp(dst, cpu + ODP_OFF + 0x1000 + 100, 512);
-	tap(!r && same, "device read faults in through the emulation: %s, bytes %s", ename(r),
-	    same ? "the client's" : "WRONG");
-	iovad_odp_stats(odp, &os);
-	n = daemon_mrs();
-	tap(os.page_faults_handled == 1 && os.page_faults == WINDOW / 4096 && n == base + 1,
-	    "counters: page_faults_handled %llu, page_faults %llu, mapped %llu; MRs %d",
-	    (unsigned long long)os.page_faults_handled, (unsigned long long)os.page_faults,
-	    (unsigned long long)os.mapped_bytes, n);
-	r = iovad_mem_discard(mem, ODP_OFF, WINDOW);
-	iovad_odp_stats(odp, &os);
-	n = daemon_mrs();
-	tap(!r && n == base && os.page_invalidations == WINDOW / 4096 && !os.mapped_bytes,
-	    "discard the window: %s, MRs %d, page_invalidations %llu", ename(r), n,
-	    (unsigned long long)os.page_invalidations);
-	memset(dst, 0xaa, LEN);
-	r = iovad_dev_dma_read(dev, oiova + 0x1000 + 100, dst, 512);
-	for (int i = 0; i < 512; i++)
-		zero &= !dst[i];
-	iovad_odp_stats(odp, &os);
-	tap(!r && zero && os.page_faults_handled == 2,
-	    "read after discard faults again: %s, bytes %s, page_faults_handled %llu", ename(r),
-	    zero ? "zeros" : "NOT zeros", (unsigned long long)os.page_faults_handled);
-	/* the window is mapped read-only now: rxe refuses the write, the service upgrades */
-	r = iovad_dev_dma_write(dev, oiova + 0x2000 + 3, src, 3000);
-	same = !memcmp(cpu + ODP_OFF + 0x2000 + 3, src, 3000) && !cpu[ODP_OFF + 0x2000 + 2] &&
-	       !cpu[ODP_OFF + 0x2000 + 3003];
-	iovad_odp_stats(odp, &os);
-	n = daemon_mrs();
-	tap(!r && same && os.page_faults_handled == 3 && os.perm_upgrades > 0 && n == base + 1,
-	    "device write after it: %s, client's memory %s, handled %llu, upgrades %llu, MRs %d",
-	    ename(r), same ? "byte-exact" : "WRONG", (unsigned long long)os.page_faults_handled,
-	    (unsigned long long)os.perm_upgrades, n);
-	/* a hole in the middle: the MR goes, what stays mapped is registered again around it */
-	r = iovad_odp_invalidate(odp, 0x8000, 0x1000);
-	n = daemon_mrs();
-	memset(dst, 0, LEN);
-	if (!r)
-		r = iovad_dev_dma_read(dev, oiova + 0x7000, dst, 0x1000);
-	iovad_odp_stats(odp, &os);
-	tap(!r && n == base + 2 && os.page_faults_handled == 3 &&
-	    !memcmp(dst, cpu + ODP_OFF + 0x7000, 0x1000),
-	    "invalidate one page inside: %s, MRs %d (both sides), the page before it "
-	    "reads without a fault (handled %llu)", ename(r), n,
-	    (unsigned long long)os.page_faults_handled);
-	r = iovad_dev_dma_read(dev, oiova + 0x7800, dst, 0x1000);
-	iovad_odp_stats(odp, &os);
-	same = !memcmp(dst, cpu + ODP_OFF + 0x7800, 0x1000);
-	tap(!r && same && os.page_faults_handled == 4,
-	    "a read across into the hole faults it back in: %s, bytes %s, handled %llu",
-	    ename(r), same ? "exact" : "WRONG", (unsigned long long)os.page_faults_handled);
-	r = iovad_iova_rkey(dev, oiova + 0x7000, &rkey);
-	tap(!r, "iova_rkey in a faulted-in ODP window: %s, rkey %#x", ename(r), rkey);
-	r = iovad_odp_dereg(odp);
-	n = daemon_mrs();
-	tap(!r && n == base, "ODP dereg: %s, MRs %d (back to %d)", ename(r), n, base);
+	/* ODP: emulated on an rxe without ODP, one ODP MR on one with it */
+	if (iovad_dev_flags(dev) & IOVAD_DEV_ODP_MR)
+		odp_device_faults(dev, mem, cpu, src, dst, base);
+	else
+		odp_emulated(dev, mem, cpu, src, dst, base);
 
 	/* a sim device has no MRs to name */
 	if (argc == 4) {
@@ -523,6 +644,8 @@ int main(int argc, char **argv)
 	}
 
 	/* teardown: link again, sync, and leave it to the daemon */
+	struct iovad_odp *odp = NULL;
+
 	r = iovad_iova_link(dev, &st, phys, 0, LEN, IOVAD_DMA_TO_DEVICE, 0);
 	if (!r)
 		r = iovad_iova_sync(dev, &st, 0, LEN);

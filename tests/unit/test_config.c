@@ -75,23 +75,28 @@ Test(config, every_key)
 	static struct config c;
 	char err[512];
 
-	cr_assert_eq(load("[daemon]\nsocket = /tmp/x.sock\nio = epoll\nlog_level = debug\n"
-			  "rdma_listen = 10.77.0.1:7471\n"
-			  "[policy]\nallow_users = root, 1234\nallow_groups = 0, 77\n"
-			  "allow_socket_group = no\n"
-			  "[limits]\nmax_mems = 10\nmax_mem_bytes = 2G\nmax_states = 11\n"
-			  "max_maps = 12\nmax_links = 13\nmax_inflight = 14\nmax_frame = 8K\n"
-			  "max_batch = 15\nmax_fds = 16\nmax_unsent_bytes = 4M\n"
-			  "[domain shared]\ntype = translating\ngranule = 16K\nflush = lazy\n"
-			  "visibility = link\naperture_start = 0x100000\naperture_end = 0xffffffff\n"
-			  "from_device_rw = yes\nblocks = no\niotlb_entries = 64\nfq_timeout_ms = 5\n"
-			  "swiotlb = 1M\nmax_table_bytes = 1M\n"
-			  "[device a]\ndomain = shared\ndma_mask_bits = 40\ntrusted = no\n"
-			  "coherent = no\npci = no\n"
-			  "backend = sim\n"
-			  "[device b]\ndomain = shared\n"
-			  "[device alone]\ndma_mask_bits = 64\nrdma_device = rxe0\nbackend = rxe\n",
-			  &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(
+		load("[daemon]\nsocket = /tmp/x.sock\nio = epoll\nlog_level = debug\n"
+		     "rdma_listen = 10.77.0.1:7471\n"
+		     "[policy]\nallow_users = root, 1234\nallow_groups = 0, 77\n"
+		     "allow_socket_group = no\n"
+		     "[limits]\nmax_mems = 10\nmax_mem_bytes = 2G\nmax_states = 11\n"
+		     "max_maps = 12\nmax_links = 13\nmax_inflight = 14\nmax_frame = 8K\n"
+		     "max_batch = 15\nmax_fds = 16\nmax_unsent_bytes = 4M\n"
+		     "[domain shared]\ntype = translating\ngranule = 16K\nflush = lazy\n"
+		     "visibility = link\naperture_start = 0x100000\naperture_end = 0xffffffff\n"
+		     "from_device_rw = yes\nblocks = no\niotlb_entries = 64\nfq_timeout_ms = 5\n"
+		     "swiotlb = 1M\nmax_table_bytes = 1M\n"
+		     "[device a]\ndomain = shared\ndma_mask_bits = 40\ntrusted = no\n"
+		     "coherent = no\npci = no\n"
+		     "backend = sim\n"
+		     "[device b]\ndomain = shared\n"
+		     "[device alone]\ndma_mask_bits = 64\nrdma_device = rxe0\nodp = emulate\n"
+		     "backend = rxe\n"
+		     "[device auto]\ndomain = shared\nbackend = rxe\nrdma_device = rxe0\nodp = "
+		     "auto\n",
+		     &c, err, sizeof(err)),
+		0, "%s", err);
 	cr_assert_str_eq(c.socket, "/tmp/x.sock");
 	cr_assert_eq(c.io, IO_EPOLL);
 	cr_assert_eq(c.log_level, LOG_DEBUG_);
@@ -126,7 +131,7 @@ Test(config, every_key)
 	cr_assert_eq(c.doms[0].dom.fq_timeout_ns, 5000000);
 	cr_assert_eq(c.doms[0].dom.swiotlb_bytes, 1u << 20);
 	cr_assert_eq(c.doms[0].dom.max_table_bytes, 1u << 20);
-	cr_assert_eq(c.ndevs, 3, "the file's devices replace the built-in set");
+	cr_assert_eq(c.ndevs, 4, "the file's devices replace the built-in set");
 	cr_assert_str_eq(c.devs[0].domain, "shared");
 	cr_assert_eq(c.devs[0].dma_mask_bits, 40);
 	cr_assert(c.devs[0].untrusted);
@@ -140,6 +145,9 @@ Test(config, every_key)
 	cr_assert_str_eq(c.devs[1].rdma_device, "");
 	cr_assert_eq(c.devs[2].backend, DEV_BACKEND_RXE);
 	cr_assert_str_eq(c.devs[2].rdma_device, "rxe0", "either order of the two keys");
+	cr_assert(c.devs[2].odp_emulate, "odp = emulate, before backend = rxe");
+	cr_assert_not(c.devs[3].odp_emulate, "odp = auto");
+	cr_assert_not(c.devs[0].odp_emulate, "the default: auto");
 }
 
 Test(config, limits_only_keeps_the_default_devices)
@@ -177,6 +185,9 @@ Test(config, errors_name_the_file_and_the_line)
 	expect_error("[device x]\nrdma_device = \n", 2, "bad value");
 	expect_error("[device x]\n\nbackend = rxe\n", 3, "backend = rxe needs rdma_device");
 	expect_error("[device x]\nrdma_device = rxe0\n", 2, "rdma_device needs backend = rxe");
+	expect_error("[device x]\nbackend = rxe\nrdma_device = rxe0\nodp = yes\n", 4,
+		     "auto or emulate");
+	expect_error("[device x]\nodp = emulate\n", 2, "odp = emulate needs backend = rxe");
 }
 
 Test(config, rdma_listen)

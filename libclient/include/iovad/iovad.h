@@ -76,6 +76,14 @@ enum iovad_dma_dir {
 #define IOVAD_DEV_UNTRUSTED    0x2u
 #define IOVAD_DEV_NON_COHERENT 0x4u
 #define IOVAD_DEV_LAZY         0x8u
+/*
+ * An rxe device with ODP (Linux 6.15+) and odp = auto: each ODP region of it
+ * is one ODP memory region, and the device faults its pages in itself (the
+ * kernel's ODP), as a NIC with ODP does; iovad's fault service and its
+ * fault counters see only what is refused. Without it, ODP on rxe is
+ * emulated: every device fault goes through iovad's fault service.
+ */
+#define IOVAD_DEV_ODP_MR 0x20u
 
 /*
  * Counters of a device's domain since the daemon started (devices sharing a
