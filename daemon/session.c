@@ -684,69 +684,6 @@ static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, 
 
 /* ==== rxe backend: link records as verbs MRs ================================================= */
 
-int mr_set_reserve(struct mr_set *set)
-{
-	if (set->n == set->cap) {
-		uint32_t cap = set->cap ? set->cap * 2 : 4;
-		struct sess_mr *v = realloc(set->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		set->v = v;
-		set->cap = cap;
-	}
-	return 0;
-}
-
-void mr_set_push(struct mr_set *set, uint64_t off, uint64_t size, struct rxe_mr *mr)
-{
-	set->v[set->n++] = (struct sess_mr){ off, size, mr };
-}
-
-const struct sess_mr *mr_set_at(const struct mr_set *set, uint64_t off, uint64_t *next)
-{
-	uint64_t nx = UINT64_MAX;
-
-	for (uint32_t i = 0; i < set->n; i++) {
-		const struct sess_mr *m = &set->v[i];
-
-		if (off >= m->off && off - m->off < m->size)
-			return m;
-		if (m->off > off && m->off < nx)
-			nx = m->off;
-	}
-	if (next)
-		*next = nx;
-	return NULL;
-}
-
-void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, uint64_t *rhi,
-		 void (*dropped)(void *arg, const struct sess_mr *m), void *arg)
-{
-	for (uint32_t i = 0; i < set->n;) {
-		struct sess_mr *m = &set->v[i];
-
-		if (m->off + m->size <= lo || m->off >= hi) {
-			i++;
-			continue;
-		}
-		if (dropped)
-			dropped(arg, m);
-		*rlo = m->off < *rlo ? m->off : *rlo;
-		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
-		rxe_mr_dereg(m->mr);
-		*m = set->v[--set->n];
-	}
-}
-
-void mr_set_clear(struct mr_set *set)
-{
-	for (uint32_t i = 0; i < set->n; i++)
-		rxe_mr_dereg(set->v[i].mr);
-	free(set->v);
-	*set = (struct mr_set){ 0 };
-}
-
 /* The rxe device a state's MRs live on (its PD), or NULL on a sim device. */
 static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss)
 {

@@ -15,6 +15,7 @@
 #include <bsd/sys/tree.h>
 
 #include "internal.h"
+#include "mr_set.h"
 
 struct sess_mem {
 	struct session *sess;
@@ -41,19 +42,6 @@ struct link_rec {
 #define LINK_ATTR_SKIP_CPU_SYNC 0x1u
 #define LINK_ATTR_MMIO          0x2u
 #define LINK_ATTR_COHERENT      0x4u
-
-/* rxe backend: one MR over [off, off + size) from the owner's first IOVA. */
-struct sess_mr {
-	uint64_t off;
-	uint64_t size;
-	struct rxe_mr *mr;
-};
-
-/* The MRs of one state or one ODP region: disjoint, unordered. */
-struct mr_set {
-	struct sess_mr *v;
-	uint32_t n, cap;
-};
 
 struct sess_state {
 	uint32_t dom;           /* key: domain index, then base */
@@ -195,20 +183,6 @@ void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_
 
 /* Would size more bytes of IOVA take the client over max_iova_bytes? */
 bool iova_over_quota(const struct session *s, uint64_t size);
-
-/* Room for one more MR (call before registering it). Return: 0, -ENOMEM. */
-int mr_set_reserve(struct mr_set *set);
-/* Add an MR; mr_set_reserve() made room. */
-void mr_set_push(struct mr_set *set, uint64_t off, uint64_t size, struct rxe_mr *mr);
-/* The MR holding offset off, or NULL; *next (may be NULL) gets the start of
- * the first MR above off, or UINT64_MAX. */
-const struct sess_mr *mr_set_at(const struct mr_set *set, uint64_t off, uint64_t *next);
-/* Deregister the MRs intersecting [lo, hi), telling dropped (may be NULL)
- * about each first; widen [*rlo, *rhi) over what they covered. */
-void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, uint64_t *rhi,
-		 void (*dropped)(void *arg, const struct sess_mr *m), void *arg);
-/* Deregister every MR and free the set. */
-void mr_set_clear(struct mr_set *set);
 
 uint8_t *scratch(struct session *s);
 /* One frame to the client, on the ring (ring) or the socket. Replies go where the request came from. */
