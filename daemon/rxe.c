@@ -440,56 +440,15 @@ struct ibv_pd *rxe_pd(const struct rxe_dev *d)
 	return d->pd;
 }
 
-int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
-	       struct rxe_mr **ret)
+/* Register [va, va + len) at iova with remote access acc, plus the verbs flags extra. */
+static int mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+		  unsigned int extra, struct rxe_mr **ret)
 {
-	int flags = IBV_ACCESS_LOCAL_WRITE;
+	unsigned int flags = IBV_ACCESS_LOCAL_WRITE | extra;
 	struct rxe_mr *m;
 
 	*ret = NULL;
 	if (!len || (acc & ~(RXE_ACC_READ | RXE_ACC_WRITE)))
-		return -EINVAL;
-	if (acc & RXE_ACC_READ)
-		flags |= IBV_ACCESS_REMOTE_READ;
-	if (acc & RXE_ACC_WRITE)
-		flags |= IBV_ACCESS_REMOTE_WRITE;
-	m = malloc(sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	errno = 0;
-	m->mr = ibv_reg_mr_iova2(d->pd, va, len, iova, (unsigned int)flags);
-	if (!m->mr) {
-		int r = errno ? -errno : -ENOMEM;
-
-		free(m);
-		return r;
-	}
-	*ret = m;
-	return 0;
-}
-
-bool rxe_has_odp(const struct rxe_dev *d)
-{
-	return d->odp;
-}
-
-bool rxe_odp_advertised(const struct rxe_dev *d, const char **why)
-{
-	if (why)
-		*why = d->odp_why;
-	return d->odp_advertised;
-}
-
-int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
-		   struct rxe_mr **ret)
-{
-	unsigned int flags = IBV_ACCESS_ON_DEMAND | IBV_ACCESS_LOCAL_WRITE;
-	struct rxe_mr *m;
-
-	*ret = NULL;
-	if (!d->odp)
-		return -EOPNOTSUPP;
-	if (!len || !acc || (acc & ~(RXE_ACC_READ | RXE_ACC_WRITE)))
 		return -EINVAL;
 	if (acc & RXE_ACC_READ)
 		flags |= IBV_ACCESS_REMOTE_READ;
@@ -508,6 +467,36 @@ int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsig
 	}
 	*ret = m;
 	return 0;
+}
+
+int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+	       struct rxe_mr **ret)
+{
+	return mr_reg(d, va, len, iova, acc, 0, ret);
+}
+
+bool rxe_has_odp(const struct rxe_dev *d)
+{
+	return d->odp;
+}
+
+bool rxe_odp_advertised(const struct rxe_dev *d, const char **why)
+{
+	if (why)
+		*why = d->odp_why;
+	return d->odp_advertised;
+}
+
+int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+		   struct rxe_mr **ret)
+{
+	*ret = NULL;
+	if (!d->odp)
+		return -EOPNOTSUPP;
+	/* An ODP MR nobody may touch has no use: the device would only fault. */
+	if (!acc)
+		return -EINVAL;
+	return mr_reg(d, va, len, iova, acc, IBV_ACCESS_ON_DEMAND, ret);
 }
 
 int rxe_mr_prefetch(struct rxe_dev *d, const struct rxe_mr *mr, uint64_t iova, size_t len,

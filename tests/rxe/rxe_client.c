@@ -124,6 +124,23 @@ static uint64_t dev_faults(struct iovad_dev *dev)
 }
 
 /*
+ * The ODP tests' region: ODP_LEN bytes of mem at ODP_OFF, a pattern written there by the
+ * CPU first, registered for device reads and writes. Return: iovad_odp_reg's.
+ */
+static int odp_region(struct iovad_dev *dev, struct iovad_mem *mem, uint8_t *cpu,
+		      struct iovad_odp **odp, uint64_t *iova)
+{
+	int r;
+
+	for (int i = 0; i < ODP_LEN; i++)
+		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
+	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
+			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, odp);
+	*iova = r ? 0 : iovad_odp_iova(*odp);
+	return r;
+}
+
+/*
  * ODP emulated on an rxe without ODP (10 checks): nothing registered until the device
  * touches it; each fault goes through iovad's fault service and becomes MRs.
  */
@@ -137,12 +154,7 @@ static void odp_emulated(struct iovad_dev *dev, struct iovad_mem *mem, uint8_t *
 	bool same, zero = true;
 	int r, n;
 
-	for (int i = 0; i < ODP_LEN; i++)
-		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
-	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
-			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
-	if (!r)
-		oiova = iovad_odp_iova(odp);
+	r = odp_region(dev, mem, cpu, &odp, &oiova);
 	n = daemon_mrs();
 	tap(!r && n == base, "ODP region of %d KiB at iova %#llx: %s, MRs %d (none for it)",
 	    ODP_LEN >> 10, (unsigned long long)oiova, ename(r), n);
@@ -224,12 +236,7 @@ static void odp_device_faults(struct iovad_dev *dev, struct iovad_mem *mem, uint
 	bool same, zero = true;
 	int r, r2, n;
 
-	for (int i = 0; i < ODP_LEN; i++)
-		cpu[ODP_OFF + i] = (uint8_t)(i * 7 + (i >> 12) + 1);
-	r = iovad_odp_reg(dev, mem, ODP_OFF, ODP_LEN,
-			  IOVAD_ACCESS_DEVICE_READ | IOVAD_ACCESS_DEVICE_WRITE, 0, &odp);
-	if (!r)
-		oiova = iovad_odp_iova(odp);
+	r = odp_region(dev, mem, cpu, &odp, &oiova);
 	n = daemon_mrs();
 	tap(!r && n == base + 1,
 	    "ODP region of %d KiB at iova %#llx on a device with ODP: %s, "
