@@ -465,12 +465,12 @@ static int device_key(struct parse *p, struct cfg_device *d, const char *k, cons
 			return BAD(k, v, "an RDMA device name");
 		strcpy(d->rdma_device, v);
 	} else if (!strcmp(k, "odp")) {
-		if (!strcmp(v, "auto"))
-			d->odp_emulate = false;
-		else if (!strcmp(v, "emulate"))
-			d->odp_emulate = true;
+		if (!strcmp(v, "emulate"))
+			d->odp_mr = false;
+		else if (!strcmp(v, "mr"))
+			d->odp_mr = true;
 		else
-			return BAD(k, v, "auto or emulate");
+			return BAD(k, v, "emulate or mr");
 	} else {
 		return fail(p, -EINVAL, "unknown key '%s' in [device %s]", k, d->name);
 	}
@@ -753,10 +753,9 @@ static int resolve(struct parse *p)
 			return fail(p, -EINVAL, "device %s: rdma_device needs backend = rxe",
 				    d->name);
 		}
-		if (d->backend != DEV_BACKEND_RXE && d->odp_emulate) {
+		if (d->backend != DEV_BACKEND_RXE && d->odp_mr) {
 			p->line = d->line;
-			return fail(p, -EINVAL, "device %s: odp = emulate needs backend = rxe",
-				    d->name);
+			return fail(p, -EINVAL, "device %s: odp = mr needs backend = rxe", d->name);
 		}
 	}
 	/* Peers reach MRs only through an rxe device's PD: without one there is nothing. */
@@ -878,7 +877,7 @@ void config_print(const struct config *c, FILE *f)
 			yn(!d->untrusted), yn(!d->non_coherent), yn(!d->not_pci));
 		if (d->backend == DEV_BACKEND_RXE)
 			fprintf(f, "backend = rxe\nrdma_device = %s\nodp = %s\n", d->rdma_device,
-				d->odp_emulate ? "emulate" : "auto");
+				d->odp_mr ? "mr" : "emulate");
 		else
 			fprintf(f, "backend = sim\n");
 	}

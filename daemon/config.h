@@ -45,7 +45,7 @@ struct cfg_device {
 	bool not_pci;
 	enum dev_backend backend;
 	char rdma_device[CFG_NAME_MAX]; /* backend rxe: the verbs device, e.g. rxe0 */
-	bool odp_emulate;           /* backend rxe: odp = emulate, never ODP MRs */
+	bool odp_mr;			/* backend rxe: odp = mr, ODP MRs if the device passes */
 	unsigned int line;
 };
 

@@ -60,27 +60,29 @@ void devices_fq_arm(struct dev_table *t, uint32_t dom_index)
 	event_add(t->fq_timers[dom_index], &tv);
 }
 
-/* How an rxe device's ODP regions run, and why: one line at start. */
-static void log_device_odp(const struct cfg_device *cv, const struct rxe_dev *x)
+/*
+ * How an rxe device's ODP regions run: the emulation unless odp = mr asks for
+ * ODP MRs and the device passes rxe_odp_enable's check. One line at start.
+ */
+static bool device_odp(const struct cfg_device *cv, struct rxe_dev *x)
 {
 	const char *why = "";
+	bool adv = rxe_odp_advertised(x, &why);
 
-	if (!rxe_odp_advertised(x, &why))
-		log_notice("device %s: %s has no ODP: ODP regions are emulated", cv->name,
-			   cv->rdma_device);
-	else if (!rxe_has_odp(x))
-		log_notice(
-			"device %s: %s advertises ODP, but its ODP MRs failed iovad's check (%s): "
-			"ODP regions are emulated",
-			cv->name, cv->rdma_device, why);
-	else if (cv->odp_emulate)
-		log_notice("device %s: %s has ODP; ODP regions are emulated (odp = emulate)",
-			   cv->name, cv->rdma_device);
-	else
-		log_notice(
-			"device %s: %s has ODP: ODP regions are ODP MRs (the device faults pages "
-			"in itself)",
-			cv->name, cv->rdma_device);
+	if (!cv->odp_mr) {
+		log_notice("device %s: %s %s: ODP regions are emulated (odp = emulate)", cv->name,
+			   cv->rdma_device, adv ? "advertises ODP" : "has no ODP");
+		return false;
+	}
+	if (rxe_odp_enable(x)) {
+		(void)rxe_odp_advertised(x, &why);
+		log_warn("device %s: odp = mr, but %s: ODP regions are emulated", cv->name, why);
+		return false;
+	}
+	log_notice("device %s: %s has ODP that passed iovad's check: ODP regions are ODP MRs "
+		   "(the device faults pages in itself)",
+		   cv->name, cv->rdma_device);
+	return true;
 }
 
 static uint32_t flags_of(const struct dom_config *dom, const struct cfg_device *d)
@@ -179,10 +181,9 @@ int devices_init(struct dev_table *t, struct event_base *base, const struct conf
 				snprintf(err, errlen, "device %s (backend rxe): %s", cv->name, why);
 				goto err;
 			}
-			e->odp_mr = rxe_has_odp(e->rxe) && !cv->odp_emulate;
+			e->odp_mr = device_odp(cv, e->rxe);
 			if (e->odp_mr)
 				e->flags |= PROTO_DEV_ODP_MR;
-			log_device_odp(cv, e->rxe);
 		}
 	}
 	return 0;

@@ -62,7 +62,7 @@ struct dev_entry {
 	struct dom_device *dev;
 	struct dom_domain *dom;
 	struct rxe_dev *rxe;     /* backend = rxe: DMA is RDMA through it; NULL: the engine's */
-	bool odp_mr;             /* rxe with ODP, odp = auto: an ODP region is one ODP MR */
+	bool odp_mr;		 /* rxe, odp = mr, its ODP checked: an ODP region is one ODP MR */
 	bool merge_links;        /* [domain] merge_links: contiguous LINKs of a batch, one call */
 };
 
@@ -215,6 +215,9 @@ int srv_listen_path(struct srv *s, const char *path);
 int peers_start(struct srv *s, const char *host, uint16_t port, char *err, size_t errlen);
 /* Drop every peer and stop listening. Idempotent; before devices_fini (their PDs). */
 void peers_stop(struct srv *s);
+struct session;
+/* Drop the remote peers attached to s (its PDs are about to go). */
+void peers_session_gone(struct srv *v, const struct session *s);
 /* Adopt inherited listening sockets (not those claimed[i]); names from LISTEN_FDNAMES. */
 int srv_adopt_inherited(struct srv *s, int n, char **names, const bool *claimed);
 /* Is one of our listeners bound to path? */

@@ -23,11 +23,11 @@
  * the fault is raised again rather than mapped (the kernel's
  * mmu_interval_read_retry, stretched over a round trip to the client).
  *
- * On an rxe device without ODP (Linux before 6.15) the same service is
- * the emulation: the access is an RDMA operation with the rkey of the
+ * On an rxe device ([device] odp = emulate, the default, or a device
+ * without working ODP) the same service is the emulation: the access is an RDMA operation with the rkey of the
  * region's MR at the IOVA, a remote access error parks it as a fault would,
  * and what the service maps becomes MRs before the retry (see
- * odp_mrs_sync). On an rxe device with ODP ([device] odp = auto) a region is
+ * odp_mrs_sync). On an rxe device with ODP and [device] odp = mr a region is
  * one ODP MR instead, and the device faults its pages in itself through the
  * kernel (see odp_mr_reg); the service then only prefetches into it.
  *
@@ -282,7 +282,11 @@ static unsigned int granule_acc(const struct sess_odp *o, uint64_t off)
 static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 {
 	uint64_t g = o->e->dom->granule;
-	int ret = 0;
+	struct rxe_pdx *x;
+	int ret = sess_pdx(o->sess, o->e, &x);
+
+	if (ret)
+		return ret;
 
 	while (lo < hi) {
 		unsigned int acc = granule_acc(o, lo);
@@ -301,7 +305,7 @@ static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 			end = lo + run;
 		if (mr_set_reserve(&o->mrs))
 			return -ENOMEM;
-		r = rxe_mr_reg(o->e->rxe, va, end - lo, o->r.st.addr + lo, acc, &mr);
+		r = rxe_mr_reg(x, va, end - lo, o->r.st.addr + lo, acc, &mr);
 		if (r) {
 			log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
 				 " + %#" PRIx64 ": %s", o->sess->id, rxe_name(o->e->rxe),
@@ -336,16 +340,17 @@ static int odp_mrs_put(struct sess_odp *o, uint64_t lo, uint64_t hi)
 static bool odp_mr_reg(struct sess_odp *o)
 {
 	unsigned int acc = 0;
+	struct rxe_pdx *x;
 	int r;
 
-	if (!o->e->odp_mr || (o->flags & (PROTO_ODP_IMPLICIT | PROTO_ODP_USER_FAULTS)) || !o->mem)
+	if (!o->e->odp_mr || (o->flags & (PROTO_ODP_IMPLICIT | PROTO_ODP_USER_FAULTS)) || !o->mem ||
+	    sess_pdx(o->sess, o->e, &x))
 		return false;
 	if (o->access & PROTO_ODP_ACCESS_DEVICE_READ)
 		acc |= RXE_ACC_READ;
 	if (o->access & PROTO_ODP_ACCESS_DEVICE_WRITE)
 		acc |= RXE_ACC_WRITE;
-	r = rxe_mr_reg_odp(o->e->rxe, o->mem->obj->va + o->mem_off, o->r.size, o->r.st.addr, acc,
-			   &o->omr);
+	r = rxe_mr_reg_odp(x, o->mem->obj->va + o->mem_off, o->r.size, o->r.st.addr, acc, &o->omr);
 	if (r) {
 		log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
 			 " + %#" PRIx64 " as an ODP MR (%s): the region is emulated",
@@ -360,12 +365,12 @@ static bool odp_mr_reg(struct sess_odp *o)
 static void odp_mr_prefetch(struct sess_odp *o, uint64_t lo, uint64_t hi)
 {
 	unsigned int acc = granule_acc(o, lo);
+	struct rxe_pdx *x;
 	int r;
 
-	if (!acc || lo >= hi)
+	if (!acc || lo >= hi || sess_pdx(o->sess, o->e, &x))
 		return;
-	r = rxe_mr_prefetch(o->e->rxe, o->omr, o->r.st.addr + lo, hi - lo,
-			    (acc & RXE_ACC_WRITE) != 0);
+	r = rxe_mr_prefetch(x, o->omr, o->r.st.addr + lo, hi - lo, (acc & RXE_ACC_WRITE) != 0);
 	if (r)
 		log_debug("session %" PRIu64 ": %s: prefetch of ODP IOVA %#" PRIx64 " + %#" PRIx64
 			  ": %s",

@@ -3,10 +3,15 @@
  * peers.c - remote RDMA peers of the rxe backend ([daemon] rdma_listen).
  *
  * An external RDMA process connects with rdma_cm and then RDMA READs and
- * WRITEs clients' linked ranges at (iova, rkey) (iovad_iova_rkey). The
- * daemon's side of each connection is a passive responder: a QP in the rxe
- * device's PD (the one the MRs live in; rxe_open takes librdmacm's context so
- * that this works) that never posts a work request of its own.
+ * WRITEs a client's linked ranges at (iova, rkey) (iovad_iova_peer_key). It
+ * names the client with the session's peer token, the private data of its
+ * connect (struct proto_peer_hello), and the daemon's side of the
+ * connection is a passive responder in that session's PD (sess_pdx; rxe_open
+ * takes librdmacm's context so that this works) that never posts a work
+ * request of its own. An MR is reached only through a QP of its PD, so the
+ * peer reaches that session's MRs and no other's, whatever rkey it tries. A
+ * connect without a live session's token is rejected. When the session
+ * ends, its peers are disconnected before its PD goes.
  *
  * A peer's access outside every MR (not synced, unlinked, another rkey) is
  * refused by rxe with a remote access error, which puts both ends' QPs in
@@ -33,6 +38,7 @@
 
 #include "internal.h"
 #include "rxe.h"
+#include "session.h"
 
 #define PEER_CHECK_MS 20        /* QP state poll while peers are connected */
 #define PEER_BACKLOG 16
@@ -44,6 +50,7 @@ struct peer {
 	struct rdma_cm_id *id;
 	struct ibv_cq *cq;
 	struct dev_entry *e;
+	const struct session *sess; /* the one whose PD its QP is in */
 	uint64_t n;             /* for the log */
 	bool up;                /* ESTABLISHED seen */
 };
@@ -57,6 +64,7 @@ struct peers {
 	struct peer *list;
 	uint64_t next_n;
 	uint64_t faults;
+	uint64_t refused; /* connects without a live session's token */
 };
 
 /* The rxe device whose (librdmacm) context a connection came in on. */
@@ -68,6 +76,35 @@ static struct dev_entry *dev_of(struct peers *ps, const struct ibv_context *verb
 		if (t->devs[i].rxe && rxe_cm_context(t->devs[i].rxe) == verbs)
 			return &t->devs[i];
 	return NULL;
+}
+
+/*
+ * The session whose peer token a connect presented (its private data, a
+ * struct proto_peer_hello), or NULL. Every live session's token is compared
+ * in full, whatever matched before: the time taken says nothing of them.
+ */
+static struct session *session_of_token(struct peers *ps, const void *pd, size_t len)
+{
+	struct proto_peer_hello h;
+	struct session *found = NULL;
+
+	if (!pd || len < sizeof(h))
+		return NULL;
+	memcpy(&h, pd, sizeof(h));
+	if (h.magic != PROTO_PEER_MAGIC || h.reserved)
+		return NULL;
+	for (struct conn *c = ps->srv->conns; c; c = c->next) {
+		struct session *s = c->sess;
+		uint8_t diff = 0;
+
+		if (!s || c->dead || !session_hello_done(s))
+			continue;
+		for (size_t i = 0; i < sizeof(h.token); i++)
+			diff |= (uint8_t)(s->peer_token[i] ^ h.token[i]);
+		if (!diff && !found)
+			found = s;
+	}
+	return found;
 }
 
 /* A peer's access the responder refused: the engine never saw it, nor its IOVA. */
@@ -151,13 +188,14 @@ static struct peer *peer_of(struct peers *ps, const struct rdma_cm_id *id)
  * enough responder resources for the peer's outstanding READs.
  * Return: 0, or -errno (the caller rejects and destroys the id).
  */
-static int peer_accept(struct peers *ps, struct rdma_cm_id *id)
+static int peer_accept(struct peers *ps, struct rdma_cm_id *id, struct session *sess)
 {
 	struct rdma_conn_param cp = { .responder_resources = PEER_RD_ATOMIC,
 				      .initiator_depth = PEER_RD_ATOMIC, .rnr_retry_count = 7 };
 	const struct timeval tv = { 0, PEER_CHECK_MS * 1000 };
 	struct ibv_qp_init_attr qa;
 	struct dev_entry *e = dev_of(ps, id->verbs);
+	struct rxe_pdx *x;
 	struct peer *p;
 	int r;
 
@@ -166,12 +204,22 @@ static int peer_accept(struct peers *ps, struct rdma_cm_id *id)
 			 id->verbs ? ibv_get_device_name(id->verbs->device) : "no device");
 		return -ENODEV;
 	}
+	if (!sess) {
+		ps->refused++;
+		log_info("rdma peer on %s: no live session's peer token in its connect: rejected",
+			 e->name);
+		return -EACCES;
+	}
+	r = sess_pdx((struct session *)sess, e, &x);
+	if (r)
+		return r;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->ps = ps;
 	p->id = id;
 	p->e = e;
+	p->sess = sess;
 	p->n = ++ps->next_n;
 	errno = 0;
 	p->cq = ibv_create_cq(id->verbs, 2, NULL, NULL, 0);
@@ -187,7 +235,7 @@ static int peer_accept(struct peers *ps, struct rdma_cm_id *id)
 	qa.send_cq = qa.recv_cq = p->cq;
 	qa.cap.max_send_wr = qa.cap.max_recv_wr = 1;
 	qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
-	if (rdma_create_qp(id, rxe_pd(e->rxe), &qa)) {
+	if (rdma_create_qp(id, rxe_pdx_pd(x), &qa)) {
 		r = errno ? -errno : -ENOMEM;
 		log_warn("rdma peer %" PRIu64 " on %s: cannot create a QP in its PD: %s", p->n,
 			 e->name, strerror(-r));
@@ -223,13 +271,18 @@ static void cm_cb(evutil_socket_t fd, short what, void *arg)
 		enum rdma_cm_event_type type = ev->event;
 		struct rdma_cm_id *id = ev->id;
 		struct peer *p = type == RDMA_CM_EVENT_CONNECT_REQUEST ? NULL : peer_of(ps, id);
+		struct session *sess = NULL;
 		int r;
 
+		/* The private data is the event's: read before the ack frees it. */
+		if (type == RDMA_CM_EVENT_CONNECT_REQUEST)
+			sess = session_of_token(ps, ev->param.conn.private_data,
+						ev->param.conn.private_data_len);
 		/* Acked before any destroy: rdma_destroy_id waits for its events' acks. */
 		rdma_ack_cm_event(ev);
 		switch (type) {
 		case RDMA_CM_EVENT_CONNECT_REQUEST:
-			r = peer_accept(ps, id);
+			r = peer_accept(ps, id, sess);
 			if (r) {
 				(void)rdma_reject(id, NULL, 0);
 				rdma_destroy_id(id);
@@ -238,7 +291,9 @@ static void cm_cb(evutil_socket_t fd, short what, void *arg)
 		case RDMA_CM_EVENT_ESTABLISHED:
 			if (p) {
 				p->up = true;
-				log_info("rdma peer %" PRIu64 " on %s: connected", p->n, p->e->name);
+				log_info("rdma peer %" PRIu64
+					 " on %s: connected to session %" PRIu64,
+					 p->n, p->e->name, session_id(p->sess));
 			}
 			break;
 		case RDMA_CM_EVENT_DISCONNECTED:
@@ -366,6 +421,26 @@ void peers_stop(struct srv *s)
 		rdma_destroy_event_channel(ps->ch);
 	if (ps->faults)
 		log_notice("rdma_listen: %" PRIu64 " peer access fault(s) in all", ps->faults);
+	if (ps->refused)
+		log_notice("rdma_listen: %" PRIu64 " connect(s) refused for want of a session's "
+			   "peer token",
+			   ps->refused);
 	free(ps);
 	s->peers = NULL;
+}
+
+void peers_session_gone(struct srv *v, const struct session *s)
+{
+	struct peers *ps = v->peers;
+
+	if (!ps)
+		return;
+	for (struct peer *p = ps->list, *next; p; p = next) {
+		next = p->next;
+		if (p->sess != s)
+			continue;
+		log_info("rdma peer %" PRIu64 " on %s: session %" PRIu64 " ended: disconnected",
+			 p->n, p->e->name, session_id(s));
+		peer_free(ps, p, true);
+	}
 }

@@ -24,6 +24,7 @@
 #define RXE_ACC_WRITE (1u << 1)         /* the device writes it: RDMA WRITE */
 
 struct rxe_dev;
+struct rxe_pdx;
 struct rxe_mr;
 
 /*
@@ -40,24 +41,42 @@ struct ibv_context;
 struct ibv_pd;
 /* The device's verbs context if it is librdmacm's (remote peers possible), else NULL. */
 struct ibv_context *rxe_cm_context(const struct rxe_dev *d);
-/* The PD every MR of the device lives in: remote peers' QPs are created in it. */
-struct ibv_pd *rxe_pd(const struct rxe_dev *d);
+/*
+ * Protection domains. An MR is reached only through a QP of its own PD: a
+ * remote peer's QP in one session's PD cannot touch another session's MRs,
+ * whatever rkey it tries. So each session has a PD of its own on the device
+ * (rxe_pdx_new), with a loopback QP pair through which the daemon does that
+ * session's device DMA, and the device has one more for itself
+ * (rxe_default_pdx). Every MR of a PD must be deregistered, and every peer
+ * QP in it destroyed, before rxe_pdx_free.
+ * Return: 0 and *ret, or -errno.
+ */
+int rxe_pdx_new(struct rxe_dev *d, struct rxe_pdx **ret);
+void rxe_pdx_free(struct rxe_pdx *x); /* NULL-safe */
+struct rxe_pdx *rxe_default_pdx(struct rxe_dev *d);
+/* The verbs PD: remote peers' QPs are created in it. */
+struct ibv_pd *rxe_pdx_pd(const struct rxe_pdx *x);
 
 /*
  * rxe_mr_reg - register [va, va + len) so that RDMA reaches it at
  * [iova, iova + len), with the remote access ACC (RXE_ACC_*).
  * Return: 0 and *ret, or -errno (-EINVAL, -ENOMEM, or what the kernel said).
  */
-int rxe_mr_reg(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+int rxe_mr_reg(struct rxe_pdx *x, void *va, size_t len, uint64_t iova, unsigned int acc,
 	       struct rxe_mr **ret);
 uint32_t rxe_mr_rkey(const struct rxe_mr *mr);
 
 /*
- * Whether ODP MRs are used on the device: it advertises ODP that remote READ
- * and WRITE can fault in (rxe: Linux 6.15+), and an ODP MR passed rxe_open's
- * check (bytes land where they were sent and come back). rxe_odp_advertised
- * says whether the device advertises it, and in *why why it is not used.
+ * ODP MRs are off until rxe_odp_enable, which needs a device that advertises
+ * ODP that remote READ and WRITE can fault in (rxe: Linux 6.15+), and an ODP
+ * MR that passes a check: bytes sent through it land where they were sent and
+ * come back. On Debian's 6.18.15 and 7.3.4 the check fails, and can oops the
+ * kernel's rxe worker doing so: it is for kernels known to be fixed.
+ * Return: 0; -EOPNOTSUPP (no ODP); -EIO (the check failed; rxe_odp_advertised
+ * says why).
  */
+int rxe_odp_enable(struct rxe_dev *d);
+/* Whether ODP MRs are on (rxe_odp_enable succeeded). */
 bool rxe_has_odp(const struct rxe_dev *d);
 bool rxe_odp_advertised(const struct rxe_dev *d, const char **why);
 
@@ -70,7 +89,7 @@ bool rxe_odp_advertised(const struct rxe_dev *d, const char **why);
  * follows the address, and would fault in whatever is mapped there next.
  * Return: 0 and *ret, -EOPNOTSUPP without ODP, -EINVAL, -errno.
  */
-int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsigned int acc,
+int rxe_mr_reg_odp(struct rxe_pdx *x, void *va, size_t len, uint64_t iova, unsigned int acc,
 		   struct rxe_mr **ret);
 
 /*
@@ -80,7 +99,7 @@ int rxe_mr_reg_odp(struct rxe_dev *d, void *va, size_t len, uint64_t iova, unsig
  * advise_mr, the device reads the range once instead.
  * Return: 0 or -errno.
  */
-int rxe_mr_prefetch(struct rxe_dev *d, const struct rxe_mr *mr, uint64_t iova, size_t len,
+int rxe_mr_prefetch(struct rxe_pdx *x, const struct rxe_mr *mr, uint64_t iova, size_t len,
 		    bool write);
 /* false once ibv_advise_mr said EOPNOTSUPP (prefetches are reads through the MR since). */
 bool rxe_advise_works(const struct rxe_dev *d);
@@ -95,6 +114,6 @@ void rxe_mr_dereg(struct rxe_mr *mr);
  * Return: 0; -EFAULT when rxe refused the access (IBV_WC_REM_ACCESS_ERR, the
  * QPs recovered since); -ETIMEDOUT when no completion came; -EIO otherwise.
  */
-int rxe_dma(struct rxe_dev *d, uint64_t iova, uint32_t rkey, void *buf, size_t len, bool write);
+int rxe_dma(struct rxe_pdx *x, uint64_t iova, uint32_t rkey, void *buf, size_t len, bool write);
 
 #endif /* IOVAD_DAEMON_RXE_H */

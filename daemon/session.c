@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "failpoint.h"
@@ -684,6 +685,31 @@ static int link_rec_add(struct session *s, struct sess_state *ss, uint64_t off, 
 
 /* ==== rxe backend: link records as verbs MRs ================================================= */
 
+int sess_pdx(struct session *s, const struct dev_entry *e, struct rxe_pdx **ret)
+{
+	const struct dev_table *t = &s->srv->devices;
+	int r;
+
+	*ret = NULL;
+	if (!e->rxe)
+		return -EINVAL;
+	if (!s->pdx) {
+		s->pdx = calloc(t->ndevs, sizeof(*s->pdx));
+		if (!s->pdx)
+			return -ENOMEM;
+	}
+	if (!s->pdx[e->index]) {
+		r = rxe_pdx_new(e->rxe, &s->pdx[e->index]);
+		if (r) {
+			log_warn("session %" PRIu64 ": %s: cannot make the session's PD: %s", s->id,
+				 rxe_name(e->rxe), strerror(-r));
+			return r;
+		}
+	}
+	*ret = s->pdx[e->index];
+	return 0;
+}
+
 /* The rxe device a state's MRs live on (its PD), or NULL on a sim device. */
 static struct rxe_dev *state_rxe(const struct session *s, const struct sess_state *ss)
 {
@@ -724,8 +750,12 @@ static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, u
 			bool pending_only)
 {
 	struct rxe_dev *rxe = state_rxe(s, ss);
-	int ret = 0;
+	struct rxe_pdx *x;
+	int ret;
 
+	ret = sess_pdx(s, &s->srv->devices.devs[ss->dev], &x);
+	if (ret)
+		return ret;
 	/* The records are sorted by offset already. */
 	for (uint32_t i = 0, j; i < ss->nlinks; i = j) {
 		struct link_rec *l = &ss->links[i];
@@ -748,8 +778,8 @@ static int mrs_register(struct session *s, struct sess_state *ss, uint64_t lo, u
 		}
 		if (mr_set_reserve(&ss->mrs))
 			return -ENOMEM;
-		r = rxe_mr_reg(rxe, o->va + (l->phys - o->phys), end - l->off,
-			       ss->st.addr + l->off, dir_acc(l->dir), &mr);
+		r = rxe_mr_reg(x, o->va + (l->phys - o->phys), end - l->off, ss->st.addr + l->off,
+			       dir_acc(l->dir), &mr);
 		if (r) {
 			log_warn("session %" PRIu64 ": %s: cannot register IOVA %#" PRIx64
 				 " + %#" PRIx64 ": %s", s->id, rxe_name(rxe), ss->st.addr + l->off,
@@ -1092,9 +1122,12 @@ static int op_map(struct session *s, struct dev_entry *e, const struct proto_op 
 	 */
 	if (e->rxe) {
 		struct pmem_obj *o = m->obj;
+		struct rxe_pdx *x;
 
-		r = rxe_mr_reg(e->rxe, o->va + (op->phys - o->phys), op->size, dma,
-			       dir_acc(op->dir), &mp->mr);
+		r = sess_pdx(s, e, &x);
+		if (!r)
+			r = rxe_mr_reg(x, o->va + (op->phys - o->phys), op->size, dma,
+				       dir_acc(op->dir), &mp->mr);
 		if (r) {
 			log_warn("session %" PRIu64 ": %s: cannot register streaming map %#" PRIx64
 				 " + %#" PRIx64 ": %s", s->id, rxe_name(e->rxe), dma, op->size,
@@ -1269,6 +1302,11 @@ int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 		uint64_t len, bool write, struct dom_fault *f)
 {
 	const uint64_t total = len;
+	struct rxe_pdx *x;
+	int rp = sess_pdx(s, e, &x);
+
+	if (rp)
+		return rp;
 
 	while (len) {
 		struct sess_state *ss = svec_containing(&s->states, e->dom_index, iova, 1,
@@ -1292,7 +1330,7 @@ int rxe_dev_dma(struct session *s, const struct dev_entry *e, uint64_t iova, uin
 			/* An ODP region: its MRs follow what the fault service mapped. */
 			n = len < oleft ? len : oleft;
 		}
-		r = rxe_dma(e->rxe, iova, rkey, buf, n, write);
+		r = rxe_dma(x, iova, rkey, buf, n, write);
 		if (r == -EFAULT) {
 			/* Counted and logged in the domain, as the engine's own faults are. */
 			*f = (struct dom_fault){ .iova = iova, .reason = DOM_FAULT_NOT_PRESENT,
@@ -1406,6 +1444,17 @@ static int handle_iova_rkey(struct session *s, const struct proto_req *req)
 	}
 	if (!found)
 		return -ENOENT;
+	if (session_version(s) >= PROTO_VERSION_PEER) {
+		struct {
+			struct proto_iova_rkey_rpy r;
+			struct proto_peer_token t;
+		} full;
+
+		full.r = rpy;
+		memcpy(full.t.token, s->peer_token, sizeof(full.t.token));
+		reply(s, req, req->hdr.type | PROTO_RPY, &full, sizeof(full));
+		return 0;
+	}
 	reply(s, req, req->hdr.type | PROTO_RPY, &rpy, sizeof(rpy));
 	return 0;
 }
@@ -1840,6 +1889,13 @@ struct session *session_new(struct srv *v, struct conn *c, pid_t pid, uid_t uid,
 	svec_init(&s->states, sizeof(struct sess_state));
 	svec_init(&s->maps, sizeof(struct sess_map));
 	svec_init(&s->odp_spans, sizeof(struct odp_span));
+	/* A remote peer's only way in: never guessable (getrandom blocks only before boot's
+	 * seeding). */
+	if (getrandom(s->peer_token, sizeof(s->peer_token), 0) != (ssize_t)sizeof(s->peer_token)) {
+		log_err("session: getrandom: %s", strerror(errno));
+		free(s);
+		return NULL;
+	}
 	v->stats.sessions_total++;
 	return s;
 }
@@ -1902,6 +1958,8 @@ void session_free(struct session *s)
 	kept = s->ps && s->srv->stopping;
 	persist_session_end(s);
 	/* Regions first: they map memory without pinning it. */
+	/* Its remote peers first: nothing may reach its MRs while they go. */
+	peers_session_gone(s->srv, s);
 	odp_session_free(s);
 	nstates = s->states.n;
 	nmaps = s->maps.n;
@@ -1933,6 +1991,10 @@ void session_free(struct session *s)
 	for (uint32_t i = 0; i < s->nmem_slots; i++)
 		if (s->mems[i])
 			mem_release(s, s->mems[i]);
+	/* Every MR and peer QP in them is gone now. */
+	for (uint32_t i = 0; s->pdx && i < t->ndevs; i++)
+		rxe_pdx_free(s->pdx[i]);
+	free(s->pdx);
 	for (uint32_t d = 0; d < t->ndoms; d++)
 		if (t->doms[d]->cfg.flush == DOM_FLUSH_LAZY)
 			devices_fq_arm(t, d);

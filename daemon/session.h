@@ -134,6 +134,9 @@ struct session {
 	size_t cur_len;
 	uint64_t cur_fd_serial;     /* MEM_IMPORT: its object's serial, for the journal */
 	struct replay *rp;          /* restore: the recorded reply the handler must reproduce */
+	/* rxe backend: the session's PD and loopback QPs on each device (rxe.h) */
+	struct rxe_pdx **pdx;		     /* by device table index, each made on first use */
+	uint8_t peer_token[PROTO_TOKEN_LEN]; /* what a remote peer presents to reach its MRs */
 };
 
 /*
@@ -180,6 +183,13 @@ void svec_remove(struct svec *s, void *e);
 void *svec_find(const struct svec *s, uint32_t dom, uint64_t base);
 void *svec_containing(const struct svec *s, uint32_t dom, uint64_t iova, uint64_t len,
 		      size_t span_off);
+
+/*
+ * The session's PD on rxe device e, made with its loopback QPs on first use:
+ * every MR of the session on e is registered in it, and its device DMA and
+ * its remote peers go through it. Return: 0 and *ret, or -errno.
+ */
+int sess_pdx(struct session *s, const struct dev_entry *e, struct rxe_pdx **ret);
 
 /* Would size more bytes of IOVA take the client over max_iova_bytes? */
 bool iova_over_quota(const struct session *s, uint64_t size);

@@ -325,6 +325,7 @@ int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
 {
 	struct proto_iova_rkey req = { 0 };
 	struct proto_iova_rkey_rpy rpy;
+	struct proto_peer_token tok;
 	int r;
 
 	if (!d || !rkey)
@@ -334,11 +335,50 @@ int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
 		return -EOPNOTSUPP;
 	req.dev = d->handle;
 	req.iova = iova;
-	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY, .body = &req,
-				      .blen = sizeof(req), .rpy = &rpy, .rpy_len = sizeof(rpy) });
+	/* From version 6 the reply goes on with the peer token: taken, and not used here. */
+	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY,
+				      .body = &req,
+				      .blen = sizeof(req),
+				      .rpy = &rpy,
+				      .rpy_len = sizeof(rpy),
+				      .rdata = &tok,
+				      .rdata_len = d->c->version >= PROTO_VERSION_PEER ? sizeof(tok)
+										       : 0 });
 	if (r)
 		return r;
 	*rkey = rpy.rkey;
+	return 0;
+}
+
+int iovad_iova_peer_key(struct iovad_dev *d, uint64_t iova, struct iovad_peer_key *ret)
+{
+	struct proto_iova_rkey req = { 0 };
+	struct {
+		struct proto_iova_rkey_rpy r;
+		struct proto_peer_token t;
+	} rpy;
+	int r;
+
+	if (!d || !ret)
+		return -EINVAL;
+	/* Before version 6 the daemon has no peer tokens: its peers need none, and are not kept
+	 * apart. */
+	if (d->c->version < PROTO_VERSION_PEER)
+		return -EOPNOTSUPP;
+	req.dev = d->handle;
+	req.iova = iova;
+	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY,
+				      .body = &req,
+				      .blen = sizeof(req),
+				      .rpy = &rpy,
+				      .rpy_len = sizeof(rpy) });
+	if (r)
+		return r;
+	memset(ret, 0, sizeof(*ret));
+	ret->mr_iova = rpy.r.mr_iova;
+	ret->mr_len = rpy.r.mr_len;
+	ret->rkey = rpy.r.rkey;
+	memcpy(ret->token, rpy.t.token, sizeof(ret->token));
 	return 0;
 }
 

@@ -49,11 +49,12 @@
 
 #define PROTO_MAGIC        0x44564f49u /* "IOVD" */
 #define PROTO_VERSION_MIN  1
-#define PROTO_VERSION_MAX  5
+#define PROTO_VERSION_MAX 6
 #define PROTO_VERSION_ODP  2  /* the first version with the ODP messages */
 #define PROTO_VERSION_RKEY 3  /* the first version with IOVA_RKEY */
 #define PROTO_VERSION_RING 4  /* the first version with RING_SETUP */
 #define PROTO_VERSION_RESUME 5 /* the first version with session tokens and RESUME */
+#define PROTO_VERSION_PEER 6   /* the first version with peer tokens (IOVA_RKEY's reply) */
 #define PROTO_VERSION      PROTO_VERSION_MAX
 
 /* Limits. The daemon offers values up to these in HELLO; a client asks for less. */
@@ -523,9 +524,30 @@ struct proto_iova_rkey_rpy {
 	uint64_t mr_len;
 };
 
+/*
+ * Version 6: the reply goes on with the session's peer token. A remote peer
+ * of rdma_listen presents it, in struct proto_peer_hello as the private
+ * data of its rdma_cm connect, and its QP is then made in that session's
+ * PD: it reaches that session's MRs and no other's, whatever rkey it tries.
+ * A connect without a token that names a live session is rejected. Like
+ * rkeys, the token changes when the daemon restarts.
+ */
+struct proto_peer_token {
+	uint8_t token[PROTO_TOKEN_LEN];
+};
+
+#define PROTO_PEER_MAGIC 0x50564f49u /* "IOVP" */
+struct proto_peer_hello {
+	uint32_t magic;	   /* PROTO_PEER_MAGIC */
+	uint32_t reserved; /* 0 */
+	uint8_t token[PROTO_TOKEN_LEN];
+};
+
 /* ---- layout checks --------------------------------------------------------- */
 
 #define PROTO_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), #type " size")
+PROTO_CHECK(proto_peer_token, 16);
+PROTO_CHECK(proto_peer_hello, 24);
 PROTO_CHECK(proto_hdr, 24);
 PROTO_CHECK(proto_status, 8);
 PROTO_CHECK(proto_hello, 16);

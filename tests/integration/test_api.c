@@ -114,6 +114,31 @@ Test(api, kernel_error_codes_come_through)
 	iovad_dev_close(dev);
 }
 
+/* rkeys and peer tokens are an rxe device's (tests/rxe): a sim device has none to give. */
+Test(api, a_sim_device_has_no_rkeys_or_peer_tokens)
+{
+	struct iovad_dev *dev = open_dev("sim0");
+	struct iovad_mem *m = alloc_mem(1 << 20);
+	struct iovad_iova_state st;
+	struct iovad_peer_key k;
+	uint32_t rkey;
+
+	cr_assert(iovad_iova_try_alloc(dev, &st, iovad_mem_phys(m), 4096));
+	cr_assert_eq(iovad_iova_link(dev, &st, iovad_mem_phys(m), 0, 4096, IOVAD_DMA_TO_DEVICE, 0),
+		     0);
+	cr_assert_eq(iovad_iova_sync(dev, &st, 0, 4096), 0);
+	memset(&k, 0xaa, sizeof(k));
+	cr_assert_eq(iovad_iova_peer_key(dev, st.addr, &k), -EOPNOTSUPP);
+	cr_assert_eq(iovad_iova_rkey(dev, st.addr, &rkey), -EOPNOTSUPP);
+	cr_assert_eq(iovad_iova_peer_key(dev, st.addr, NULL), -EINVAL);
+	cr_assert_eq(iovad_iova_peer_key(NULL, st.addr, &k), -EINVAL);
+	/* and the session goes on */
+	cr_assert_eq(iovad_iova_unlink(dev, &st, 0, 4096, IOVAD_DMA_TO_DEVICE, 0), 0);
+	cr_assert_eq(iovad_iova_free(dev, &st), 0);
+	iovad_mem_free(m);
+	iovad_dev_close(dev);
+}
+
 Test(api, destroy_over_holes_releases_the_state_everywhere)
 {
 	struct iovad_dev *dev = open_dev("sim0");

@@ -3,7 +3,8 @@
 # the real daemon with a device of backend = rxe on $RXE_DEV, a sim device, and rdma_listen
 # on $RXE_IP, and run rxe_client against it (which runs RXE_PEER, remote RDMA peers); then
 # stop the daemon and check with rdma(8) that it left no MR behind. TAP from the client,
-# plus this script's own lines; exit 0 only if all passed.
+# plus this script's own lines; exit 0 only if all passed. IOVAD_RXE_ODP=mr (run.sh passes
+# it in) asks for ODP MRs: only for a kernel whose rxe ODP works (rxe.h says why not 6.18).
 set -uo pipefail
 iovad=$1
 client=$2
@@ -18,6 +19,7 @@ rdma_listen = $ip:$port
 [device rxenic0]
 backend = rxe
 rdma_device = ${RXE_DEV:-rxe0}
+odp = ${IOVAD_RXE_ODP:-emulate}
 
 [device simnic0]
 backend = sim
@@ -58,21 +60,6 @@ wait "$pid"
 drc=$?
 left=$(count mr)
 
-# A kernel whose rxe has ODP (6.15+) made the ODP regions ODP MRs above: run the client
-# once more with odp = emulate, so that the emulation is tested on that kernel too.
-if grep -q 'are ODP MRs' "$dir/log"; then
-	echo "# rxe0 has ODP: the client again, with [device rxenic0] odp = emulate"
-	cp "$dir/iovad.conf" "$dir/auto.conf"
-	sed -i 's/^backend = rxe$/backend = rxe\nodp = emulate/' "$dir/iovad.conf"
-	start_daemon "$dir/e.sock" "$dir/elog"
-	grep -q 'emulated (odp = emulate)' "$dir/elog" ||
-		{ echo "# the daemon did not say the ODP regions are emulated"; rc=1; }
-	"$client" "$dir/e.sock" rxenic0 simnic0 "$peer" "$ip" "$port" || rc=1
-	kill -TERM "$pid"
-	wait "$pid" || rc=1
-	cp "$dir/auto.conf" "$dir/iovad.conf"
-	[ "$(count mr)" = 0 ] || rc=1
-fi
 echo "1..10"
 said=0
 [ -n "$odpline" ] && said=1

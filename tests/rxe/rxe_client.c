@@ -46,7 +46,7 @@
 
 #define HALF	(32 * 1024)
 #define LEN	(2 * HALF)
-#define PLAN	43
+#define PLAN 46
 #define MAP_OFF	(0x30000 + 0x123)	/* the streaming map's bytes of the memory object */
 #define MAP_LEN	5000
 #define PEER_OFF (576 * 1024)	/* the peer tests' bytes of the memory object */
@@ -70,10 +70,29 @@ static int daemon_mrs(void)
 }
 
 static char **peer_argv;         /* PEER ADDR PORT, or NULL */
+static char peer_tok[33] = "-";	 /* this process's session's peer token, in hex */
 static const char *ename(int r);
 
-/* Start rxe_peer on (iova, rkey): it writes len bytes of pattern seed, reads them back. */
-static pid_t peer_start(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
+/* iovad_iova_rkey, keeping the session's peer token for the peers this process starts. */
+static int peer_rkey(struct iovad_dev *dev, uint64_t iova, uint32_t *rkey)
+{
+	struct iovad_peer_key k;
+	int r = iovad_iova_peer_key(dev, iova, &k);
+
+	if (r)
+		return r;
+	*rkey = k.rkey;
+	for (int i = 0; i < 16; i++)
+		snprintf(peer_tok + 2 * i, 3, "%02x", k.token[i]);
+	return 0;
+}
+
+/*
+ * Start rxe_peer with token tok on (iova, rkey): it writes len bytes of pattern seed, reads
+ * them back.
+ */
+static pid_t peer_start_tok(const char *tok, uint64_t iova, uint32_t rkey, uint32_t len,
+			    uint32_t seed)
 {
 	char a[4][32];
 	pid_t pid;
@@ -85,11 +104,17 @@ static pid_t peer_start(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t see
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		execl(peer_argv[0], peer_argv[0], peer_argv[1], peer_argv[2], a[0], a[1], a[2],
+		execl(peer_argv[0], peer_argv[0], peer_argv[1], peer_argv[2], tok, a[0], a[1], a[2],
 		      a[3], (char *)NULL);
 		_exit(127);
 	}
 	return pid;
+}
+
+/* The same with this process's session's token. */
+static pid_t peer_start(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
+{
+	return peer_start_tok(peer_tok, iova, rkey, len, seed);
 }
 
 /* rxe_peer's exit status: 0 ok, 3 remote access error, 4 other bytes; -1 no status. */
@@ -105,6 +130,11 @@ static int peer_wait(pid_t pid)
 static int peer_run(uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
 {
 	return peer_wait(peer_start(iova, rkey, len, seed));
+}
+
+static int peer_run_tok(const char *tok, uint64_t iova, uint32_t rkey, uint32_t len, uint32_t seed)
+{
+	return peer_wait(peer_start_tok(tok, iova, rkey, len, seed));
 }
 
 /* What rxe_peer writes: byte i is i * 13 + seed. */
@@ -250,7 +280,7 @@ static void odp_device_faults(struct iovad_dev *dev, struct iovad_mem *mem, uint
 	    "device read of a page nobody mapped: %s, bytes %s, iovad's faults handled %llu "
 	    "(the device faulted it in itself)",
 	    ename(r), same ? "the client's" : "WRONG", (unsigned long long)os.page_faults_handled);
-	r = iovad_iova_rkey(dev, oiova, &rkey);
+	r = peer_rkey(dev, oiova, &rkey);
 	if (!r)
 		r = iovad_iova_rkey(dev, oiova + ODP_LEN - 1, &rkey2);
 	r2 = iovad_iova_rkey(dev, oiova + ODP_LEN, &rkey2);
@@ -346,7 +376,7 @@ static int multi_client(const char *sock, const char *devname, uint32_t k)
 	if (!r)
 		r = iovad_iova_sync(dev, &st, 0, 2 * PEER_LEN);
 	if (!r)
-		r = iovad_iova_rkey(dev, st.addr, &rkey);
+		r = peer_rkey(dev, st.addr, &rkey);
 	if (r) {
 		printf("# client %u: setup: %s\n", k, ename(r));
 		return 1;
@@ -392,7 +422,7 @@ static int hold(char **argv)
 	if (!r)
 		r = iovad_iova_sync(dev, &st, 0, PEER_LEN);
 	if (!r)
-		r = iovad_iova_rkey(dev, st.addr, &rkey);
+		r = peer_rkey(dev, st.addr, &rkey);
 	if (r) {
 		printf("# hold: setup: %s\n", ename(r));
 		return 1;
@@ -460,8 +490,13 @@ int main(int argc, char **argv)
 	iovad_dev_last_fault(dev, &f);
 	tap(r == -EFAULT && f.reason == 1, "DMA write before sync: %s, fault reason %u",
 	    ename(r), f.reason);
+	/* That first device access made the session's PD, with its own bounce buffer's MR. */
 	n = daemon_mrs();
-	tap(n == base && base >= 1, "before sync the daemon holds %d MR(s) (its bounce buffer)", n);
+	tap(n == base + 1 && base >= 1,
+	    "before sync the daemon holds %d MR(s): the bounce buffers of its device's PD and of "
+	    "this session's, %d before the session's first device access",
+	    n, base);
+	base = n;
 	uint32_t rkey = 0, rkey2 = 0;
 
 	r = iovad_iova_rkey(dev, st.addr + 100, &rkey);
@@ -597,7 +632,7 @@ int main(int argc, char **argv)
 		if (!r)
 			r = iovad_iova_sync(dev, &ps, 0, PEER_LEN);
 		if (!r)
-			r = iovad_iova_rkey(dev, ps.addr, &prk);
+			r = peer_rkey(dev, ps.addr, &prk);
 		e = r ? -1 : peer_run(ps.addr + 100, prk, PEER_LEN - 200, 7);
 		same = peer_bytes(cpu + PEER_OFF + 100, PEER_LEN - 200, 7) && !cpu[PEER_OFF + 99];
 		tap(!r && !e && same, "peer RDMA WRITE + READ of %d bytes at iova %#llx rkey %#x: "
@@ -619,11 +654,68 @@ int main(int argc, char **argv)
 		    (unsigned long long)f0, (unsigned long long)dev_faults(dev));
 		r = iovad_iova_sync(dev, &ps, 0, PEER_LEN);
 		if (!r)
-			r = iovad_iova_rkey(dev, ps.addr, &prk);
+			r = peer_rkey(dev, ps.addr, &prk);
 		e = r ? -1 : peer_run(ps.addr, prk, PEER_LEN, 11);
 		same = peer_bytes(cpu + PEER_OFF, PEER_LEN, 11);
 		tap(!r && !e && same, "after sync, the new rkey %#x: %s, peer exit %d, bytes %s", prk,
 		    ename(r), e, same ? "exact" : "WRONG");
+
+		/* a PD per session: another client's token is no key to this client's MRs */
+		{
+			char mine[33], bogus[33];
+			struct iovad *c2 = NULL;
+			struct iovad_dev *dev2 = NULL;
+			struct iovad_mem *mem2 = NULL;
+			struct iovad_iova_state st2;
+			uint32_t rk2 = 0;
+			uint8_t *cpu2 = NULL;
+			int e2;
+
+			memcpy(mine, peer_tok, sizeof(mine));
+			r = iovad_connect(argv[1], &c2);
+			if (!r)
+				r = iovad_dev_open(c2, argv[2], &dev2);
+			if (!r)
+				r = iovad_mem_alloc(c2, PEER_LEN, &mem2);
+			if (!r)
+				r = iovad_iova_try_alloc(dev2, &st2, iovad_mem_phys(mem2), PEER_LEN)
+					    ? 0
+					    : -ENOSPC;
+			if (!r)
+				r = iovad_iova_link(dev2, &st2, iovad_mem_phys(mem2), 0, PEER_LEN,
+						    IOVAD_DMA_BIDIRECTIONAL, 0);
+			if (!r)
+				r = iovad_iova_sync(dev2, &st2, 0, PEER_LEN);
+			if (!r)
+				r = peer_rkey(dev2, st2.addr, &rk2);
+			if (!r) {
+				cpu2 = iovad_mem_addr(mem2);
+				memset(cpu2, 0x3c, PEER_LEN);
+			}
+			/* the first client's token, the second's (iova, rkey) */
+			e = r ? -1 : peer_run_tok(mine, st2.addr, rk2, 64, 13);
+			same = cpu2 && cpu2[0] == 0x3c && cpu2[63] == 0x3c;
+			tap(!r && e == 3 && same && strcmp(mine, peer_tok),
+			    "a peer with this client's token at another client's (iova %#llx, rkey "
+			    "%#x): %s, exit %d (3: remote access error), that client's memory %s",
+			    (unsigned long long)st2.addr, rk2, ename(r), e,
+			    same ? "untouched" : "WRITTEN");
+			e2 = r ? -1 : peer_run(st2.addr, rk2, 64, 13);
+			tap(!r && e2 == 0 && peer_bytes(cpu2, 64, 13),
+			    "the same access with that client's own token: exit %d, bytes %s", e2,
+			    !r && peer_bytes(cpu2, 64, 13) ? "landed" : "WRONG");
+			memset(bogus, '5', 32);
+			bogus[32] = 0;
+			e = peer_run_tok(bogus, st2.addr, rk2, 64, 15);
+			e2 = peer_run_tok("-", st2.addr, rk2, 64, 15);
+			tap(e == 6 && e2 == 6 && peer_bytes(cpu2 ? cpu2 : src, 64, 13),
+			    "a peer with a made-up token, or none, is rejected at connect: exit %d "
+			    "and %d (6: rejected)",
+			    e, e2);
+			if (c2)
+				iovad_disconnect(c2);
+			memcpy(peer_tok, mine, sizeof(mine));
+		}
 		if (!r)
 			r = iovad_iova_unlink(dev, &ps, 0, PEER_LEN, IOVAD_DMA_BIDIRECTIONAL, 0);
 		if (!r)
@@ -671,9 +763,10 @@ int main(int argc, char **argv)
 	    "MRs %d", ename(r), n);
 	iovad_disconnect(c);
 	/* the daemon tears the session down when it sees the close: give it a moment */
-	for (int i = 0; i < 100 && (n = daemon_mrs()) != base; i++)
+	for (int i = 0; i < 100 && (n = daemon_mrs()) != base - 1; i++)
 		usleep(20000);
-	tap(n == base, "after disconnect the teardown deregistered it: MRs %d", n);
+	tap(n == base - 1,
+	    "after disconnect the teardown deregistered it all, the session's PD too: MRs %d", n);
 	free(src);
 	free(dst);
 	return tap_done("rxe_client", PLAN);

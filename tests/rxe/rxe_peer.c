@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * rxe_peer ADDR PORT IOVA RKEY LEN SEED - a remote RDMA peer of iovad's rdma_listen, inside
- * the rxe guest: connect with rdma_cm, RDMA WRITE LEN bytes of a pattern (byte i is
- * i * 13 + SEED) at (IOVA, RKEY), READ them back and compare. The client that handed out
- * (IOVA, RKEY) then checks the bytes in its own mapping (rxe_client).
+ * rxe_peer ADDR PORT TOKEN IOVA RKEY LEN SEED - a remote RDMA peer of iovad's rdma_listen,
+ * inside the rxe guest: connect with rdma_cm presenting TOKEN (a session's peer token, 32
+ * hex digits, as struct proto_peer_hello in the connect's private data; "-" for none),
+ * RDMA WRITE LEN bytes of a pattern (byte i is i * 13 + SEED) at (IOVA, RKEY), READ them
+ * back and compare. The client that handed out (IOVA, RKEY, TOKEN) then checks the bytes
+ * in its own mapping (rxe_client).
  *
  * Exit status: 0 written and read back exactly; 3 the daemon's side refused the access
  * with a remote access error (after which this waits for the daemon to drop the
  * connection, so that its fault is counted before the caller looks); 4 read back other
- * bytes; 1 anything else (a message on stderr). Only argv: run by rxe_client.
+ * bytes; 6 the daemon rejected the connect (no live session's token); 1 anything else (a
+ * message on stderr). Only argv: run by rxe_client.
  *
  * With RXE_PEER_HOLD=SECONDS in the environment it then stays connected until the daemon
  * goes away (0: the daemon's side disconnected; 5: it did not within SECONDS): the
@@ -25,9 +28,13 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "proto.h"
+
 #define TIMEOUT_MS 5000
 
 static struct rdma_event_channel *ch;
+
+static enum rdma_cm_event_type last_event;
 
 /* The next CM event, which must be want. Return: 0, or -1 with a message. */
 static int wait_event(enum rdma_cm_event_type want, int timeout_ms)
@@ -44,7 +51,7 @@ static int wait_event(enum rdma_cm_event_type want, int timeout_ms)
 		fprintf(stderr, "rxe_peer: rdma_get_cm_event: %s\n", strerror(errno));
 		return -1;
 	}
-	got = ev->event;
+	got = last_event = ev->event;
 	rdma_ack_cm_event(ev);
 	if (got != want) {
 		fprintf(stderr, "rxe_peer: %s, expected %s\n", rdma_event_str(got),
@@ -89,19 +96,35 @@ int main(int argc, char **argv)
 	struct ibv_pd *pd = NULL;
 	struct ibv_cq *cq = NULL;
 	struct ibv_mr *mr = NULL;
-	uint8_t *src, *dst;
+	uint8_t *src, *dst, hello[sizeof(struct proto_peer_hello)];
 	uint64_t iova;
 	uint32_t rkey, len, seed;
 	int st, rc = 1;
 
-	if (argc != 7) {
-		fprintf(stderr, "usage: rxe_peer ADDR PORT IOVA RKEY LEN SEED\n");
+	if (argc != 8) {
+		fprintf(stderr, "usage: rxe_peer ADDR PORT TOKEN IOVA RKEY LEN SEED\n");
 		return 2;
 	}
-	iova = strtoull(argv[3], NULL, 0);
-	rkey = (uint32_t)strtoul(argv[4], NULL, 0);
-	len = (uint32_t)strtoul(argv[5], NULL, 0);
-	seed = (uint32_t)strtoul(argv[6], NULL, 0);
+	if (strcmp(argv[3], "-")) {
+		struct proto_peer_hello h = { .magic = PROTO_PEER_MAGIC };
+
+		for (size_t i = 0; i < sizeof(h.token); i++) {
+			unsigned int b;
+
+			if (sscanf(argv[3] + 2 * i, "%2x", &b) != 1) {
+				fprintf(stderr, "rxe_peer: TOKEN must be 32 hex digits\n");
+				return 2;
+			}
+			h.token[i] = (uint8_t)b;
+		}
+		memcpy(hello, &h, sizeof(h));
+		cp.private_data = hello;
+		cp.private_data_len = sizeof(h);
+	}
+	iova = strtoull(argv[4], NULL, 0);
+	rkey = (uint32_t)strtoul(argv[5], NULL, 0);
+	len = (uint32_t)strtoul(argv[6], NULL, 0);
+	seed = (uint32_t)strtoul(argv[7], NULL, 0);
 	src = calloc(2, len ? len : 1);
 	if (!src || !len)
 		return 2;
@@ -133,7 +156,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (rdma_connect(id, &cp) || wait_event(RDMA_CM_EVENT_ESTABLISHED, TIMEOUT_MS)) {
-		fprintf(stderr, "rxe_peer: connect to %s:%s failed\n", argv[1], argv[2]);
+		if (last_event == RDMA_CM_EVENT_REJECTED) {
+			printf("# rxe_peer: the daemon rejected the connect\n");
+			rc = 6;
+		} else {
+			fprintf(stderr, "rxe_peer: connect to %s:%s failed\n", argv[1], argv[2]);
+		}
 		goto out;
 	}
 	st = rdma_op(id, cq, mr, src, len, iova, rkey, true);

@@ -91,10 +91,10 @@ Test(config, every_key)
 		     "coherent = no\npci = no\n"
 		     "backend = sim\n"
 		     "[device b]\ndomain = shared\n"
-		     "[device alone]\ndma_mask_bits = 64\nrdma_device = rxe0\nodp = emulate\n"
+		     "[device alone]\ndma_mask_bits = 64\nrdma_device = rxe0\nodp = mr\n"
 		     "backend = rxe\n"
-		     "[device auto]\ndomain = shared\nbackend = rxe\nrdma_device = rxe0\nodp = "
-		     "auto\n",
+		     "[device emu]\ndomain = shared\nbackend = rxe\nrdma_device = rxe0\n"
+		     "odp = emulate\n",
 		     &c, err, sizeof(err)),
 		0, "%s", err);
 	cr_assert_str_eq(c.socket, "/tmp/x.sock");
@@ -145,9 +145,9 @@ Test(config, every_key)
 	cr_assert_str_eq(c.devs[1].rdma_device, "");
 	cr_assert_eq(c.devs[2].backend, DEV_BACKEND_RXE);
 	cr_assert_str_eq(c.devs[2].rdma_device, "rxe0", "either order of the two keys");
-	cr_assert(c.devs[2].odp_emulate, "odp = emulate, before backend = rxe");
-	cr_assert_not(c.devs[3].odp_emulate, "odp = auto");
-	cr_assert_not(c.devs[0].odp_emulate, "the default: auto");
+	cr_assert(c.devs[2].odp_mr, "odp = mr, before backend = rxe");
+	cr_assert_not(c.devs[3].odp_mr, "odp = emulate");
+	cr_assert_not(c.devs[0].odp_mr, "the default: emulate");
 }
 
 Test(config, limits_only_keeps_the_default_devices)
@@ -186,8 +186,8 @@ Test(config, errors_name_the_file_and_the_line)
 	expect_error("[device x]\n\nbackend = rxe\n", 3, "backend = rxe needs rdma_device");
 	expect_error("[device x]\nrdma_device = rxe0\n", 2, "rdma_device needs backend = rxe");
 	expect_error("[device x]\nbackend = rxe\nrdma_device = rxe0\nodp = yes\n", 4,
-		     "auto or emulate");
-	expect_error("[device x]\nodp = emulate\n", 2, "odp = emulate needs backend = rxe");
+		     "emulate or mr");
+	expect_error("[device x]\nodp = mr\n", 2, "odp = mr needs backend = rxe");
 }
 
 Test(config, rdma_listen)

@@ -919,13 +919,16 @@ Test(proto_decode, hello_ranges)
 		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 1, 4, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 5, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
-		/* Version 5, and nothing above it. */
+		/* Versions 5 and 6, and nothing above them. */
 		{ { 5, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 1, 5, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
 		{ { 5, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
-		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
-		{ { 6, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
-		{ { 6, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
+		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 1, 6, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 6, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, 0 },
+		{ { 7, 7, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 7, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT },
+		{ { 7, 6, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT }, /* min > max */
 		{ { 1, 1, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL },
 		{ { 1, 1, 0, 1, 0 }, -EINVAL },
 		{ { 1, 1, PROTO_FRAME_DEFAULT, 0, 0 }, -EINVAL },
@@ -2463,11 +2466,13 @@ Test(proto_v5, resume_hello_part_ranges)
 		{ { 4, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, 0 },
 		{ { 1, 1, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, 0 },
 		{ { 0, 0, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		/* version 6 speaks RESUME as well */
+		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, 0, 0 },
 		/* min > max, and nothing the daemon speaks */
 		{ { 6, 5, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
 		{ { 5, 4, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
-		{ { 6, 6, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
-		{ { 6, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		{ { 7, 7, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
+		{ { 7, 0xffff, PROTO_FRAME_DEFAULT, 1, 0 }, -EPROTONOSUPPORT, -EPROTONOSUPPORT },
 		/* the limits, as HELLO's */
 		{ { 5, 5, PROTO_FRAME_MIN - 1, 1, 0 }, -EINVAL, -EINVAL },
 		{ { 5, 5, 0, 1, 0 }, -EINVAL, -EINVAL },

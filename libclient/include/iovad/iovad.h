@@ -77,11 +77,11 @@ enum iovad_dma_dir {
 #define IOVAD_DEV_NON_COHERENT 0x4u
 #define IOVAD_DEV_LAZY         0x8u
 /*
- * An rxe device with ODP (Linux 6.15+) and odp = auto: each ODP region of it
- * is one ODP memory region, and the device faults its pages in itself (the
- * kernel's ODP), as a NIC with ODP does; iovad's fault service and its
- * fault counters see only what is refused. Without it, ODP on rxe is
- * emulated: every device fault goes through iovad's fault service.
+ * An rxe device configured with odp = mr whose ODP passed the daemon's check:
+ * each ODP region of it is one ODP memory region, and the device faults its
+ * pages in itself (the kernel's ODP), as a NIC with ODP does; iovad's fault
+ * service and its fault counters see only what is refused. Without it, ODP
+ * on rxe is emulated: every device fault goes through iovad's fault service.
  */
 #define IOVAD_DEV_ODP_MR 0x20u
 
@@ -407,6 +407,29 @@ IOVAD_EXPORT int iovad_odp_fault_complete(struct iovad *c, uint64_t fault_id, in
  * (not an rxe device, or a daemon older than protocol 3); -EBADF, -ENOTCONN.
  */
 IOVAD_EXPORT int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey);
+
+/* What a remote peer needs to reach an MR of this client (iovad_iova_peer_key()). */
+struct iovad_peer_key {
+	uint64_t mr_iova; /* the MR that covers the IOVA asked about: [mr_iova, + mr_len) */
+	uint64_t mr_len;
+	uint32_t rkey;
+	uint32_t reserved;
+	uint8_t token[16]; /* this session's peer token: a secret, as the session's memory is */
+};
+
+/**
+ * iovad_iova_peer_key - iovad_iova_rkey with the MR's extent and this session's peer
+ * token. Each session's MRs live in a protection domain of their own; a remote peer of
+ * rdma_listen presents the token when it connects (struct proto_peer_hello as the
+ * private data of rdma_connect: magic "IOVP", 4 reserved bytes, the 16 token bytes) and
+ * is then attached to this session: it reaches this session's MRs, and no other
+ * client's, whatever rkey it tries. A connect with no live session's token is rejected.
+ * The token, like the rkeys, changes when the daemon restarts. Since libiovad 1.5
+ * (protocol version 6). Return: as iovad_iova_rkey; -EOPNOTSUPP also from a daemon older
+ * than protocol 6.
+ */
+IOVAD_EXPORT int iovad_iova_peer_key(struct iovad_dev *d, uint64_t iova,
+				     struct iovad_peer_key *ret);
 
 /** A message for a return value of this library (negative errno). Never NULL. */
 IOVAD_EXPORT const char *iovad_strerror(int err);
