@@ -81,6 +81,8 @@ void mr_set_drop(struct mr_set *set, uint64_t lo, uint64_t hi, uint64_t *rlo, ui
 		*rhi = m->off + m->size > *rhi ? m->off + m->size : *rhi;
 		rxe_mr_dereg(m->mr);
 	}
+	if (to == from)
+		return; /* nothing dropped (and an empty set may have no vector at all) */
 	memmove(set->v + from, set->v + to, (set->n - to) * sizeof(*set->v));
 	set->n -= to - from;
 }
