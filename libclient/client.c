@@ -321,9 +321,25 @@ int iovad_dev_stats(struct iovad_dev *d, struct iovad_dev_stats *ret)
 	return 0;
 }
 
+/* IOVA_RKEY for iova; from version 6 the reply goes on with the session's peer token, in *tok. */
+static int rkey_query(struct iovad_dev *d, uint64_t iova, struct proto_iova_rkey_rpy *rpy,
+		      struct proto_peer_token *tok)
+{
+	struct proto_iova_rkey req = { .dev = d->handle, .iova = iova };
+
+	return rpc(d->c,
+		   &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY,
+				   .body = &req,
+				   .blen = sizeof(req),
+				   .rpy = rpy,
+				   .rpy_len = sizeof(*rpy),
+				   .rdata = tok,
+				   .rdata_len = d->c->version >= PROTO_VERSION_PEER ? sizeof(*tok)
+										    : 0 });
+}
+
 int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
 {
-	struct proto_iova_rkey req = { 0 };
 	struct proto_iova_rkey_rpy rpy;
 	struct proto_peer_token tok;
 	int r;
@@ -333,17 +349,7 @@ int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
 	/* A daemon that negotiated less does not know the type: it would answer -ENOSYS. */
 	if (d->c->version < PROTO_VERSION_RKEY)
 		return -EOPNOTSUPP;
-	req.dev = d->handle;
-	req.iova = iova;
-	/* From version 6 the reply goes on with the peer token: taken, and not used here. */
-	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY,
-				      .body = &req,
-				      .blen = sizeof(req),
-				      .rpy = &rpy,
-				      .rpy_len = sizeof(rpy),
-				      .rdata = &tok,
-				      .rdata_len = d->c->version >= PROTO_VERSION_PEER ? sizeof(tok)
-										       : 0 });
+	r = rkey_query(d, iova, &rpy, &tok);
 	if (r)
 		return r;
 	*rkey = rpy.rkey;
@@ -352,33 +358,23 @@ int iovad_iova_rkey(struct iovad_dev *d, uint64_t iova, uint32_t *rkey)
 
 int iovad_iova_peer_key(struct iovad_dev *d, uint64_t iova, struct iovad_peer_key *ret)
 {
-	struct proto_iova_rkey req = { 0 };
-	struct {
-		struct proto_iova_rkey_rpy r;
-		struct proto_peer_token t;
-	} rpy;
+	struct proto_iova_rkey_rpy rpy;
+	struct proto_peer_token tok;
 	int r;
 
 	if (!d || !ret)
 		return -EINVAL;
-	/* Before version 6 the daemon has no peer tokens: its peers need none, and are not kept
-	 * apart. */
+	/* Before version 6 the daemon has no peer tokens, and its peers are not kept apart. */
 	if (d->c->version < PROTO_VERSION_PEER)
 		return -EOPNOTSUPP;
-	req.dev = d->handle;
-	req.iova = iova;
-	r = rpc(d->c, &(struct call){ .cmd = PROTO_CMD_IOVA_RKEY,
-				      .body = &req,
-				      .blen = sizeof(req),
-				      .rpy = &rpy,
-				      .rpy_len = sizeof(rpy) });
+	r = rkey_query(d, iova, &rpy, &tok);
 	if (r)
 		return r;
 	memset(ret, 0, sizeof(*ret));
-	ret->mr_iova = rpy.r.mr_iova;
-	ret->mr_len = rpy.r.mr_len;
-	ret->rkey = rpy.r.rkey;
-	memcpy(ret->token, rpy.t.token, sizeof(ret->token));
+	ret->mr_iova = rpy.mr_iova;
+	ret->mr_len = rpy.mr_len;
+	ret->rkey = rpy.rkey;
+	memcpy(ret->token, tok.token, sizeof(ret->token));
 	return 0;
 }
 
