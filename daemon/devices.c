@@ -74,8 +74,8 @@ static bool device_odp(const struct cfg_device *cv, struct rxe_dev *x)
 			   cv->rdma_device, adv ? "advertises ODP" : "has no ODP");
 		return false;
 	}
+	/* why is the device's own buffer: rxe_odp_enable writes the reason into it. */
 	if (rxe_odp_enable(x)) {
-		(void)rxe_odp_advertised(x, &why);
 		log_warn("device %s: odp = mr, but %s: ODP regions are emulated", cv->name, why);
 		return false;
 	}

@@ -52,6 +52,19 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 #define log_info(...)   log_msg(LOG_INFO_, __VA_ARGS__)
 #define log_debug(...)  log_msg(LOG_DEBUG_, __VA_ARGS__)
 
+/*
+ * Two secret tokens (session tokens, peer tokens) equal? Every byte is
+ * compared whatever differs first: the time taken gives nothing away.
+ */
+static inline bool token_eq(const uint8_t *a, const uint8_t *b)
+{
+	uint8_t diff = 0;
+
+	for (size_t i = 0; i < PROTO_TOKEN_LEN; i++)
+		diff |= (uint8_t)(a[i] ^ b[i]);
+	return !diff;
+}
+
 /* ---- devices.c ------------------------------------------------------------- */
 
 struct dev_entry {

@@ -24,12 +24,13 @@
  * mmu_interval_read_retry, stretched over a round trip to the client).
  *
  * On an rxe device ([device] odp = emulate, the default, or a device
- * without working ODP) the same service is the emulation: the access is an RDMA operation with the rkey of the
- * region's MR at the IOVA, a remote access error parks it as a fault would,
- * and what the service maps becomes MRs before the retry (see
- * odp_mrs_sync). On an rxe device with ODP and [device] odp = mr a region is
- * one ODP MR instead, and the device faults its pages in itself through the
- * kernel (see odp_mr_reg); the service then only prefetches into it.
+ * without working ODP) the same service is the emulation: the access is an
+ * RDMA operation with the rkey of the region's MR at the IOVA, a remote
+ * access error parks it as a fault would, and what the service maps becomes
+ * MRs before the retry (see odp_mrs_sync). On an rxe device with ODP and
+ * [device] odp = mr a region is one ODP MR instead, and the device faults
+ * its pages in itself through the kernel (see odp_mr_reg); the service then
+ * only prefetches into it.
  *
  * Bounds: a client has at most lim.max_inflight accesses parked for the
  * daemon's own service; beyond that its connection stops being read until
@@ -355,7 +356,6 @@ static bool odp_mr_reg(struct sess_odp *o)
 		log_warn("session %" PRIu64 ": %s: cannot register ODP IOVA %#" PRIx64
 			 " + %#" PRIx64 " as an ODP MR (%s): the region is emulated",
 			 o->sess->id, rxe_name(o->e->rxe), o->r.st.addr, o->r.size, strerror(-r));
-		o->omr = NULL;
 		return false;
 	}
 	return true;
@@ -382,18 +382,16 @@ static void odp_mr_prefetch(struct sess_odp *o, uint64_t lo, uint64_t hi)
 static void odp_mr_invalidate(struct sess_odp *o, uint64_t off, uint64_t end)
 {
 	long pg = sysconf(_SC_PAGESIZE);
-	uint8_t *va;
 	uint64_t lo, hi;
 
 	if (!o->mem || pg <= 0)
 		return;
-	va = o->mem->obj->va + o->mem_off;
-	/* Whole pages of the daemon's mapping, inside the region. */
+	/* Whole pages of the object's mapping, inside the region. */
 	lo = (o->mem_off + off + (uint64_t)pg - 1) & ~((uint64_t)pg - 1);
 	hi = (o->mem_off + end) & ~((uint64_t)pg - 1);
 	if (lo >= hi)
 		return;
-	if (madvise(va - o->mem_off + lo, hi - lo, MADV_DONTNEED))
+	if (madvise(o->mem->obj->va + lo, hi - lo, MADV_DONTNEED))
 		log_warn("session %" PRIu64 ": madvise(MADV_DONTNEED) of an ODP MR's pages: %s",
 			 o->sess->id, strerror(errno));
 }

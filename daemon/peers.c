@@ -95,13 +95,10 @@ static struct session *session_of_token(struct peers *ps, const void *pd, size_t
 		return NULL;
 	for (struct conn *c = ps->srv->conns; c; c = c->next) {
 		struct session *s = c->sess;
-		uint8_t diff = 0;
 
 		if (!s || c->dead || !session_hello_done(s))
 			continue;
-		for (size_t i = 0; i < sizeof(h.token); i++)
-			diff |= (uint8_t)(s->peer_token[i] ^ h.token[i]);
-		if (!diff && !found)
+		if (token_eq(s->peer_token, h.token) && !found)
 			found = s;
 	}
 	return found;
@@ -210,7 +207,7 @@ static int peer_accept(struct peers *ps, struct rdma_cm_id *id, struct session *
 			 e->name);
 		return -EACCES;
 	}
-	r = sess_pdx((struct session *)sess, e, &x);
+	r = sess_pdx(sess, e, &x);
 	if (r)
 		return r;
 	p = calloc(1, sizeof(*p));

@@ -1230,16 +1230,9 @@ struct session *persist_resume(struct session *s, const struct proto_req *req, i
 	if (!p || !(sp = find_sess(p, q->session_id)))
 		return NULL;
 	t = sp->sess;
-	/* Compare the whole token whatever it holds: no timing hints. */
-	{
-		uint8_t diff = 0;
-
-		for (size_t i = 0; i < PROTO_TOKEN_LEN; i++)
-			diff |= (uint8_t)(sp->token[i] ^ q->token[i]);
-		if (diff || t->uid != s->uid) {
-			*err = -EACCES;
-			return NULL;
-		}
+	if (!token_eq(sp->token, q->token) || t->uid != s->uid) {
+		*err = -EACCES;
+		return NULL;
 	}
 	if (!sp->detached) {
 		*err = -EBUSY;

@@ -5,7 +5,8 @@
  * The daemon plays both ends of an RC connection per PD (struct rxe_pdx: the
  * device's own, and one per session): QP "req" posts RDMA READs and WRITEs,
  * QP "resp" is its peer and owns no work requests, so the only completions
- * on the device's one CQ are the req QPs', one at a time. A remote access error puts both
+ * on the device's one CQ are the req QPs', one at a time. A remote access
+ * error puts both
  * QPs in ERR (measured by tests/rxe/rxe_check.c); they are recovered at once,
  * RESET -> INIT -> RTR -> RTS, so the next access works.
  *
@@ -186,6 +187,8 @@ static int wait_one(struct rxe_dev *d, struct ibv_wc *wc)
 }
 
 static int rdma_one(struct rxe_pdx *x, uint64_t iova, uint32_t rkey, uint32_t len, bool write);
+static int mr_reg(struct rxe_pdx *x, void *va, size_t len, uint64_t iova, unsigned int acc,
+		  unsigned int extra, struct rxe_mr **ret);
 
 /*
  * Before its ODP MRs carry anything, the device must move bytes through one
@@ -210,7 +213,7 @@ static bool odp_check(struct rxe_dev *d, char *why, size_t whylen)
 {
 	const size_t len = 3 * 4096;
 	uint8_t *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct ibv_mr *mr;
+	struct rxe_mr *mr = NULL;
 	bool ok = false;
 	int r;
 
@@ -218,18 +221,15 @@ static bool odp_check(struct rxe_dev *d, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot map the check's buffer: %s", strerror(errno));
 		return false;
 	}
-	errno = 0;
-	mr = ibv_reg_mr_iova2(d->def->pd, buf, len, ODP_CHECK_IOVA,
-			      IBV_ACCESS_ON_DEMAND | IBV_ACCESS_LOCAL_WRITE |
-				      IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
-	if (!mr) {
-		snprintf(why, whylen, "an ODP registration failed: %s",
-			 strerror(errno ? errno : EINVAL));
+	r = mr_reg(d->def, buf, len, ODP_CHECK_IOVA, RXE_ACC_READ | RXE_ACC_WRITE,
+		   IBV_ACCESS_ON_DEMAND, &mr);
+	if (r) {
+		snprintf(why, whylen, "an ODP registration failed: %s", strerror(-r));
 		goto out;
 	}
 	for (uint32_t i = 0; i < ODP_CHECK_LEN; i++)
 		((uint8_t *)d->bounce)[i] = (uint8_t)(i * 13 + 7);
-	r = rdma_one(d->def, ODP_CHECK_IOVA + ODP_CHECK_OFF, mr->rkey, ODP_CHECK_LEN, true);
+	r = rdma_one(d->def, ODP_CHECK_IOVA + ODP_CHECK_OFF, rxe_mr_rkey(mr), ODP_CHECK_LEN, true);
 	if (r) {
 		snprintf(why, whylen,
 			 "an RDMA WRITE through an ODP MR at an IOVA other than its "
@@ -251,7 +251,7 @@ static bool odp_check(struct rxe_dev *d, char *why, size_t whylen)
 		}
 	}
 	memset(d->bounce, 0, ODP_CHECK_LEN);
-	r = rdma_one(d->def, ODP_CHECK_IOVA + ODP_CHECK_OFF, mr->rkey, ODP_CHECK_LEN, false);
+	r = rdma_one(d->def, ODP_CHECK_IOVA + ODP_CHECK_OFF, rxe_mr_rkey(mr), ODP_CHECK_LEN, false);
 	if (r || memcmp(d->bounce, buf + ODP_CHECK_OFF, ODP_CHECK_LEN)) {
 		snprintf(why, whylen, "an RDMA READ through an ODP MR %s",
 			 r ? strerror(-r) : "brought back other bytes");
@@ -259,8 +259,7 @@ static bool odp_check(struct rxe_dev *d, char *why, size_t whylen)
 	}
 	ok = true;
 out:
-	if (mr)
-		ibv_dereg_mr(mr);
+	rxe_mr_dereg(mr);
 	munmap(buf, len);
 	memset(d->bounce, 0, ODP_CHECK_LEN);
 	return ok;
